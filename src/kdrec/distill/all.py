@@ -1,0 +1,3 @@
+"""Importing this module registers every distiller. Add one import line per new module."""
+
+from kdrec.distill.ctr import kd  # noqa: F401

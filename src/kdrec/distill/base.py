@@ -1,0 +1,101 @@
+"""The distiller seam.
+
+A distiller sees the student, the frozen teacher and the task, and declares one or more
+:class:`Phase` objects; the training loop runs them in order and knows nothing about any paper.
+A phase owns its loss closure (task loss + whatever the method adds), the parameters the optimizer
+updates, optional trainer overrides (e.g. its own learning rate) and optional per-epoch hooks
+(RRD resamples, DE anneals a temperature). Auxiliary trainable modules a method adds (DE's experts,
+ROK's knowledge encoder) are returned by ``aux_modules`` so checkpoints carry them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from kdrec.errors import ConfigError
+from kdrec.models.registry import build_dataclass
+
+DISTILLERS: dict[str, type] = {}
+
+
+def register_distiller(name: str):
+    def deco(cls):
+        DISTILLERS[name] = cls
+        cls.registry_name = name
+        return cls
+
+    return deco
+
+
+@dataclass
+class Phase:
+    name: str
+    loss: Callable[[Any], torch.Tensor]  # batch -> scalar loss
+    params: list[nn.Parameter]  # what this phase's optimizer updates
+    train_modules: list[nn.Module]  # put in train() mode during the phase (teacher stays eval)
+    overrides: dict = field(default_factory=dict)  # TrainConfig fields for this phase only
+    on_epoch_start: Callable[[int], None] | None = None
+
+
+@dataclass
+class DistillContext:
+    student: nn.Module
+    teacher: nn.Module | None
+    task: Any  # CTRTask / TopKTask: train_batches, task_loss, evaluate, predict
+    device: torch.device
+    teacher_dir: Path | None  # where teacher-derived caches live (computed once per teacher)
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class Distiller:
+    """Base: plain training of the student on the task loss (``distiller=none``)."""
+
+    needs_teacher = True
+
+    @dataclass
+    class Config:
+        pass
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def setup(self, ctx: DistillContext) -> None:
+        """Prepare teacher-derived caches and auxiliary modules (called once, before phases)."""
+
+    def aux_modules(self) -> nn.ModuleDict:
+        return nn.ModuleDict()
+
+    def phases(self, ctx: DistillContext) -> list[Phase]:
+        raise NotImplementedError
+
+
+def get_distiller_class(name: str) -> type:
+    import kdrec.distill.all  # noqa: F401
+
+    if name not in DISTILLERS:
+        raise ConfigError(f"unknown distiller {name!r}; registered: {sorted(DISTILLERS)}")
+    return DISTILLERS[name]
+
+
+def build_distiller(cfg) -> Distiller:
+    from kdrec.models.registry import model_params
+
+    cls = get_distiller_class(cfg["name"])
+    return cls(build_dataclass(cls.Config, model_params(cfg), f"distiller ({cfg['name']})"))
+
+
+def unique_params(*param_iters) -> list[nn.Parameter]:
+    """Unique parameters in a stable order. A phase's list is exactly what trains: the loop turns
+    ``requires_grad`` on for these and off for every other parameter of the phase's modules."""
+    seen, out = set(), []
+    for p in (q for it in param_iters for q in it):
+        if id(p) not in seen:
+            seen.add(id(p))
+            out.append(p)
+    return out

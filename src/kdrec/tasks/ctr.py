@@ -1,0 +1,87 @@
+"""CTR task: batches sliced from split tensors by a seeded permutation, BCE loss, AUC/logloss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdrec.artifacts import atomic_torch_save, torch_load
+from kdrec.data.spec import CTRDataset
+from kdrec.eval.metrics import ctr_metrics
+
+
+@dataclass
+class CTRBatch:
+    idx: torch.Tensor  # row ids within the split (index teacher caches with these)
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.y.shape[0]
+
+
+class CTRTask:
+    kind = "ctr"
+    monitor = "auc"
+    monitor_mode = "max"
+
+    def __init__(self, data: CTRDataset, device: torch.device, batch_size: int,
+                 eval_batch_size: int = 65536):
+        self.data = data
+        self.device = device
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        # whole splits live on the device once; batches are views/gathers, never per-row objects
+        self.splits = {k: v.to(device) for k, v in data.splits.items()}
+
+    @property
+    def feature_map(self):
+        return self.data.feature_map
+
+    def num_rows(self, split: str = "train") -> int:
+        return len(self.splits[split])
+
+    def train_batches(self, generator: torch.Generator, batch_size: int | None = None) -> Iterator[CTRBatch]:
+        split = self.splits["train"]
+        bs = batch_size or self.batch_size
+        perm = torch.randperm(len(split), generator=generator).to(self.device)
+        for start in range(0, len(split), bs):
+            idx = perm[start:start + bs]
+            yield CTRBatch(idx, split.x[idx], split.y[idx])
+
+    def task_loss(self, model: nn.Module, batch: CTRBatch) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(model(batch.x), batch.y)
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, split: str) -> torch.Tensor:
+        was_training = model.training
+        model.eval()
+        x = self.splits[split].x
+        out = torch.cat([model(x[i:i + self.eval_batch_size])
+                         for i in range(0, x.shape[0], self.eval_batch_size)])
+        model.train(was_training)
+        return out.float()
+
+    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+        return ctr_metrics(self.splits[split].y, self.predict(model, split))
+
+    def teacher_logits(self, teacher: nn.Module, split: str, teacher_dir: Path | None) -> torch.Tensor:
+        """Teacher logits for every row of ``split``, computed once per teacher and cached beside it."""
+        path = teacher_dir / "cache" / f"logits_{split}.pt" if teacher_dir else None
+        if path is not None and path.is_file():
+            cached = torch_load(path)
+            if cached["rows"] == self.num_rows(split):
+                return cached["logits"].to(self.device)
+        logits = self.predict(teacher, split)
+        if path is not None:
+            atomic_torch_save(path, {"rows": self.num_rows(split), "logits": logits.cpu()})
+        return logits
+
+    def flops_sample(self, rows: int = 256) -> torch.Tensor:
+        """Real rows from the test split for FLOP counting and latency."""
+        return self.splits["test"].x[:rows]

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+from kdrec.models.registry import build_dataclass
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (conf/trainer/*.yaml). A model yaml's ``train:`` block or a distiller
+    phase may override any field for that model or phase alone."""
+
+    epochs: int = 100
+    batch_size: int = 4096
+    eval_batch_size: int = 65536
+    lr: float = 1e-3
+    weight_decay: float = 0.0  # on dense (non-embedding) parameters
+    embedding_l2: float = 0.0  # on embedding tables
+    patience: int = 2  # epochs without validation improvement before stopping
+    lr_plateau_factor: float = 0.1  # lr multiplied by this after a non-improving epoch
+    lr_plateau_patience: int = 0
+    min_lr: float = 1e-6
+    max_grad_norm: float = 0.0  # 0 disables clipping
+    eval_every: int = 1
+    progress: bool = True
+
+    @classmethod
+    def from_cfg(cls, *layers) -> "TrainConfig":
+        """Merge dict-like layers left to right (later wins), checking every key."""
+        merged: dict = {}
+        for layer in layers:
+            if layer:
+                merged.update(dict(layer))
+        return build_dataclass(cls, merged, "trainer")
+
+    def with_overrides(self, overrides: dict) -> "TrainConfig":
+        if not overrides:
+            return self
+        names = {f.name for f in fields(self)}
+        bad = sorted(set(overrides) - names)
+        if bad:
+            from kdrec.errors import ConfigError
+
+            raise ConfigError(f"phase overrides: unknown trainer key(s) {bad}")
+        return replace(self, **overrides)
