@@ -40,6 +40,7 @@ class Phase:
     train_modules: list[nn.Module]  # put in train() mode during the phase (teacher stays eval)
     overrides: dict = field(default_factory=dict)  # TrainConfig fields for this phase only
     on_epoch_start: Callable[[int], None] | None = None
+    on_epoch_end: Callable[[int, dict], None] | None = None  # (epoch, valid metrics), e.g. snapshots
 
 
 @dataclass

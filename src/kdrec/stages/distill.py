@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from kdrec.artifacts import atomic_torch_save, atomic_write_json, signature
-from kdrec.bench.flops import profile_model, ratios
+from kdrec.bench.flops import ratios
 from kdrec.config import config_dir, train_config
 from kdrec.distill.base import DistillContext, build_distiller
 from kdrec.stages.common import (build, build_task, console, count_params, get_teacher, guarded,
@@ -67,12 +67,11 @@ def run(cfg: DictConfig) -> dict:
                "train_seconds": sum(p["seconds"] for p in phases), "phases": phases,
                "model": cfg.student.name, "distiller": cfg.distiller.name,
                "dataset": cfg.dataset.name, "seed": cfg.seed}
-    sample = task.flops_sample()
-    flops = {"student": profile_model(student, sample, latency=False)}
+    flops = {"student": task.profile(student, latency=False)}
     if teacher is not None:
         metrics["teacher"] = {**{k: tmetrics[k] for k in ("valid", "test", "params")},
                               "model": cfg.teacher.name, "dir": str(tdir)}
-        flops["teacher"] = profile_model(teacher, sample, latency=False)
+        flops["teacher"] = task.profile(teacher, latency=False)
         flops["ratios"] = ratios(flops["student"], flops["teacher"])
     metrics["flops"] = flops
     atomic_torch_save(out / "student.pt", {

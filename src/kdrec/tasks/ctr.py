@@ -82,6 +82,8 @@ class CTRTask:
             atomic_torch_save(path, {"rows": self.num_rows(split), "logits": logits.cpu()})
         return logits
 
-    def flops_sample(self, rows: int = 256) -> torch.Tensor:
-        """Real rows from the test split for FLOP counting and latency."""
-        return self.splits["test"].x[:rows]
+    def profile(self, model: nn.Module, latency: bool = True) -> dict[str, float]:
+        """Per-sample FLOPs, parameters and (optionally) latency at batch 1 / 4096 on real test rows."""
+        from kdrec.bench.flops import profile_model
+
+        return profile_model(model, self.splits["test"].x[:256], latency=latency)

@@ -175,6 +175,8 @@ def fit(phase: Phase, task, cfg: TrainConfig, *, ckpt_dir: Path, seed: int,
                 "scheduler": sched.state_dict(), "rng": _rng_state(), "best": best,
                 "best_epoch": best_epoch, "bad_epochs": bad_epochs, "seconds": seconds,
                 "best_valid": best_valid})
+            if phase.on_epoch_end is not None:
+                phase.on_epoch_end(epoch, valid)
             _after_epoch(phase.name, epoch)
             if bad_epochs >= cfg.patience:
                 stopped = "early_stopping"
