@@ -1,0 +1,43 @@
+# kdrec — `make help` lists the targets.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+KDREC := $(VENV)/bin/kdrec
+TORCH_PIN := torch==2.13.0
+RUN_DIR := outputs/make_run/$(shell date +%Y-%m-%d_%H-%M-%S)
+
+.DEFAULT_GOAL := help
+
+help: ## show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	# the pinned CPU torch first: a bare torch requirement would pull a multi-GB CUDA build
+	$(VENV)/bin/pip install -q $(TORCH_PIN)
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## create .venv/ and install kdrec with its dev extras
+
+run: install ## default experiment: teacher, student with and without KD, FLOPs, comparison table
+	$(KDREC) pretrain-teacher
+	$(KDREC) distill -m distiller=none,kd hydra.sweep.dir=$(RUN_DIR)
+	$(KDREC) evaluate run=$(RUN_DIR)/1
+	$(KDREC) benchmark-flops run=$(RUN_DIR)/1
+	$(KDREC) report $(RUN_DIR)
+
+smoke: install ## a complete run on a tiny generated dataset (seconds)
+	$(KDREC) distill experiment=smoke
+
+test: install ## fast tests (real-data tests skip when ../shared/data is absent)
+	$(VENV)/bin/pytest -q
+
+test-slow: install ## slow tests: training on real data from ../shared/data
+	$(VENV)/bin/pytest -q -m slow
+
+clean: ## remove outputs (not the venv)
+	rm -rf outputs multirun
+
+.PHONY: help install run smoke test test-slow clean

@@ -1,0 +1,151 @@
+"""`kdrec report DIR...`: every ``metrics.json`` under the given run/sweep directories becomes rows
+of one polars table (one row per job and role: the student, and its teacher once per teacher), then
+groups by configuration (every swept key but the seeds) with mean ± std and count.
+
+Writes ``results.parquet`` (one row per job and role), ``results.csv``, ``summary.md`` and
+``pareto.png`` (test metric vs per-sample FLOPs) into the output directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from kdrec.artifacts import atomic_write_bytes, atomic_write_text
+from kdrec.errors import KdrecError
+
+SEED_KEYS = {"seed", "teacher_seed"}
+IGNORED_KEYS = {"resume", "run", "trainer.progress", "device", "paths.root"}
+
+
+def _overrides(job: Path) -> dict[str, str]:
+    f = job / ".hydra" / "overrides.yaml"
+    if not f.is_file():
+        return {}
+    out = {}
+    for item in yaml.safe_load(f.read_text()) or []:
+        key, _, value = str(item).lstrip("+~").partition("=")
+        if key not in IGNORED_KEYS and not key.startswith("hydra."):
+            out[key] = value
+    return out
+
+
+def _flat(prefix: str, d: dict) -> dict[str, float]:
+    return {f"{prefix}_{k}": float(v) for k, v in d.items() if isinstance(v, (int, float))}
+
+
+def _cost(d: dict | None) -> dict[str, float]:
+    keys = ("flops_per_sample", "params", "dense_params", "latency_ms_b1", "latency_ms_b4096")
+    return {k: float(d[k]) for k in keys if d and k in d}
+
+
+def collect_rows(dirs: list[Path]) -> list[dict]:
+    rows, seen_teachers = [], set()
+    for root in dirs:
+        if not root.exists():
+            raise KdrecError(f"report: {root} does not exist")
+        for mfile in sorted(root.rglob("metrics.json")):
+            job = mfile.parent
+            if "teachers" in job.parts and not (job / ".hydra").is_dir():
+                continue  # the teacher cache itself; teachers are reported through their runs
+            try:
+                m = json.loads(mfile.read_text())
+            except json.JSONDecodeError as exc:
+                raise KdrecError(f"report: {mfile} is not valid JSON ({exc})") from exc
+            ov = _overrides(job)
+            seed = ov.pop("seed", str(m.get("seed", "")))
+            tseed = ov.pop("teacher_seed", seed)
+            flops = m.get("flops", {})
+            fjson = job / "flops.json"
+            if fjson.is_file():  # benchmark-flops measured latency too: prefer it
+                flops = json.loads(fjson.read_text())
+            is_teacher_run = "distiller" not in m and "teacher_dir" in m
+            role = "teacher" if is_teacher_run else "student"
+            label = " ".join(f"{k}={v}" for k, v in sorted(ov.items())) or m.get("model", "?")
+            rows.append({"role": role, "config": label, "model": m.get("model", "?"),
+                         "distiller": m.get("distiller", "-"), "dataset": m.get("dataset", "?"),
+                         "seed": seed, "job": str(job), **_flat("valid", m.get("valid", {})),
+                         **_flat("test", m.get("test", {})),
+                         **_cost(flops.get("student" if role == "student" else "teacher") or
+                                 {"params": m.get("params", 0)})})
+            t = m.get("teacher")
+            if t and (t.get("dir"), tseed) not in seen_teachers:
+                seen_teachers.add((t.get("dir"), tseed))
+                tov = {k: v for k, v in ov.items() if k.startswith(("teacher", "dataset"))}
+                tlabel = "teacher " + (" ".join(f"{k}={v}" for k, v in sorted(tov.items())) or t["model"])
+                rows.append({"role": "teacher", "config": tlabel, "model": t["model"],
+                             "distiller": "-", "dataset": m.get("dataset", "?"), "seed": tseed,
+                             "job": str(t.get("dir")), **_flat("valid", t["valid"]),
+                             **_flat("test", t["test"]),
+                             **_cost(flops.get("teacher") or {"params": t.get("params", 0)})})
+    if not rows:
+        raise KdrecError(f"report: no metrics.json found under {', '.join(map(str, dirs))}")
+    return rows
+
+
+def summarize(df: pl.DataFrame) -> pl.DataFrame:
+    metrics = [c for c in df.columns if c.startswith(("valid_", "test_")) or c in
+               ("flops_per_sample", "params", "dense_params", "latency_ms_b1", "latency_ms_b4096")]
+    aggs = [pl.len().alias("n")]
+    for c in metrics:
+        aggs += [pl.col(c).mean().alias(f"{c}_mean"), pl.col(c).std().alias(f"{c}_std")]
+    return (df.group_by(["role", "config", "model", "distiller", "dataset"], maintain_order=True)
+            .agg(aggs).sort(["dataset", "role", "config"], descending=[False, True, False]))
+
+
+def _fmt(mean, std, digits=4, cost=False) -> str:
+    if mean is None:
+        return "-"
+    if cost:
+        return f"{mean:,.0f}" if abs(mean) >= 100 else f"{mean:.3g}"
+    s = f"{mean:.{digits}f}"
+    return s + (f" ± {std:.{digits}f}" if std is not None and std == std else "")
+
+
+def headline_metrics(summary: pl.DataFrame) -> list[str]:
+    names = [c[:-5] for c in summary.columns if c.endswith("_mean") and c.startswith("test_")]
+    return names[:4]
+
+
+def render(summary: pl.DataFrame) -> tuple[Table, str]:
+    tests = headline_metrics(summary)
+    cols = tests + [c for c in ("flops_per_sample", "params") if f"{c}_mean" in summary.columns]
+    table = Table(title="kdrec results (mean ± std over seeds)")
+    header = ["role", "config", "n", *cols]
+    for h in header:
+        table.add_column(h, justify="left" if h in ("role", "config") else "right")
+    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in summary.iter_rows(named=True):
+        cells = [r["role"], r["config"], str(r["n"])] + [
+            _fmt(r[f"{c}_mean"], r[f"{c}_std"], cost=c not in tests) for c in cols]
+        table.add_row(*cells)
+        md.append("| " + " | ".join(cells) + " |")
+    return table, "\n".join(md) + "\n"
+
+
+def main(dirs: list[str], out: str | None = None) -> pl.DataFrame:
+    paths = [Path(d) for d in dirs]
+    df = pl.DataFrame(collect_rows(paths))
+    summary = summarize(df)
+    out_dir = Path(out) if out else paths[0]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    import io
+
+    buf = io.BytesIO()
+    df.write_parquet(buf)
+    atomic_write_bytes(out_dir / "results.parquet", buf.getvalue())
+    atomic_write_text(out_dir / "results.csv", df.write_csv())
+    table, md = render(summary)
+    atomic_write_text(out_dir / "summary.md", md)
+    Console(width=160).print(table)
+    if "flops_per_sample" in df.columns and headline_metrics(summary):
+        from kdrec.report.plot import pareto_plot
+
+        pareto_plot(summary, out_dir / "pareto.png")
+    Console(width=160).print(f"wrote {out_dir}/results.parquet, results.csv, summary.md"
+                             + (", pareto.png" if (out_dir / "pareto.png").exists() else ""))
+    return summary

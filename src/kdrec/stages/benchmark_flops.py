@@ -1,0 +1,76 @@
+"""`kdrec benchmark-flops`: per-sample FLOPs (matrix + elementwise), embedding lookups, parameters
+(embedding vs dense) and measured latency at batch 1 and 4096 for teacher and student, plus the
+student/teacher ratios, written to ``flops.json`` (and into ``run=<dir>`` when given)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from kdrec.artifacts import atomic_write_json
+from kdrec.bench.flops import ratios
+from kdrec.config import config_dir
+from kdrec.stages.common import (build, build_task, guarded, load_data, pick_device, run_dir,
+                                 save_config, seed_everything, train_config)
+from kdrec.stages.evaluate import load_models, load_run_config
+
+
+def print_flops_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    cols = ["flops_per_sample", "embedding_lookups", "params", "embedding_params", "dense_params",
+            "latency_ms_b1", "latency_ms_b4096"]
+    t = Table(title="per-sample cost")
+    t.add_column("model")
+    for c in cols:
+        t.add_column(c.replace("_", " "), justify="right")
+    for name in ("teacher", "student"):
+        if name in result:
+            t.add_row(f"{name} {result[name]['model']}",
+                      *[f"{result[name].get(c, float('nan')):,.4g}" for c in cols])
+    if "ratios" in result:
+        r = result["ratios"]
+        t.add_row("student / teacher", f"{r.get('flops_per_sample_ratio', float('nan')):.2%}", "",
+                  f"{r.get('params_ratio', float('nan')):.2%}", "",
+                  f"{r.get('dense_params_ratio', float('nan')):.2%}",
+                  f"{r.get('latency_ms_b1_ratio', float('nan')):.2%}",
+                  f"{r.get('latency_ms_b4096_ratio', float('nan')):.2%}")
+    Console().print(t)
+
+
+@guarded
+def run(cfg: DictConfig) -> dict:
+    device = pick_device(cfg)
+    if cfg.run:
+        rdir, run_cfg = load_run_config(cfg.run)
+        run_cfg.paths, run_cfg.device = cfg.paths, cfg.device
+    else:
+        rdir, run_cfg = None, cfg
+    data = load_data(run_cfg)
+    task = build_task(run_cfg, data, device, train_config(run_cfg, run_cfg.student).batch_size)
+    if rdir is not None:
+        models = {k.split(" ", 1)[0]: v for k, v in load_models(run_cfg, rdir, task, data).items()}
+    else:  # cost does not depend on trained weights: fresh models of the configured shapes
+        seed_everything(cfg.seed)
+        models = {"teacher": build(cfg.teacher, task, "teacher").to(device),
+                  "student": build(cfg.student, task, "student").to(device)}
+    names = {"teacher": run_cfg.teacher.name, "student": run_cfg.student.name}
+    result: dict = {"device": device.type, "dataset": run_cfg.dataset.name}
+    for role, model in models.items():
+        result[role] = {"model": names[role], **task.profile(model, latency=True)}
+    if "teacher" in result and "student" in result:
+        result["ratios"] = ratios(result["student"], result["teacher"])
+    atomic_write_json(run_dir() / "flops.json", result)
+    if rdir is not None:
+        atomic_write_json(Path(rdir) / "flops.json", result)
+    save_config(run_dir() / "config_resolved.yaml", cfg)
+    print_flops_table(result)
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+def main(cfg: DictConfig) -> None:
+    run(cfg)

@@ -1,0 +1,73 @@
+"""Loop behaviour: resume after an interruption equals an uninterrupted run; NaN stops cleanly."""
+
+import json
+
+import pytest
+import torch
+
+import kdrec.train.loop as loop
+from kdrec.errors import TrainingError
+from kdrec.stages import distill
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _run(compose_cfg, tmp_path, name, *overrides):
+    cfg = compose_cfg("experiment=smoke", "trainer.epochs=4", "trainer.patience=10",
+                      f"paths.root={tmp_path / 'out'}", *overrides)
+    return distill.run.__wrapped__(cfg)  # the stage body, without Hydra's run dir handling
+
+
+def test_resume_after_interruption_gives_identical_metrics(compose_cfg, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    full = _run(compose_cfg, tmp_path, "full")
+
+    # a second config (different seed) interrupted after epoch 2 of the student, then resumed
+    def boom(phase, epoch):
+        if phase == "distill" and epoch == 1:
+            raise Interrupted
+
+    monkeypatch.setattr(loop, "_after_epoch", boom)
+    with pytest.raises(Interrupted):
+        _run(compose_cfg, tmp_path, "interrupted")
+    monkeypatch.setattr(loop, "_after_epoch", lambda *a: None)
+    work = list((tmp_path / "out" / "work").iterdir())
+    assert len(work) == 1 and (work[0] / "distill_last.pt").is_file()
+    resumed = _run(compose_cfg, tmp_path, "resumed", "resume=true")
+    assert resumed["phases"][0]["epochs_run"] == full["phases"][0]["epochs_run"]
+    for split in ("valid", "test"):
+        assert resumed[split]["auc"] == pytest.approx(full[split]["auc"], abs=1e-6)
+        assert resumed[split]["logloss"] == pytest.approx(full[split]["logloss"], abs=1e-6)
+
+
+def test_without_resume_an_old_work_dir_is_discarded(compose_cfg, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(loop, "_after_epoch", lambda p, e: (_ for _ in ()).throw(Interrupted) if e == 0 and p == "distill" else None)
+    with pytest.raises(Interrupted):
+        _run(compose_cfg, tmp_path, "a")
+    monkeypatch.setattr(loop, "_after_epoch", lambda *a: None)
+    out = _run(compose_cfg, tmp_path, "b")
+    assert out["phases"][0]["epochs_run"] == 4
+
+
+def test_nan_loss_stops_with_clear_message_and_keeps_best(compose_cfg, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from kdrec.tasks.ctr import CTRTask
+
+    real_loss = CTRTask.task_loss
+    calls = {"n": 0}
+
+    def poisoned(self, model, batch):
+        calls["n"] += 1
+        loss = real_loss(self, model, batch)
+        return loss * float("nan") if calls["n"] > 15 else loss
+
+    monkeypatch.setattr(CTRTask, "task_loss", poisoned)
+    with pytest.raises(TrainingError, match="became nan"):
+        _run(compose_cfg, tmp_path, "nan", "distiller=none")
+    best = list((tmp_path / "out" / "work").rglob("train_best.pt"))
+    assert best, "the best checkpoint from before the NaN must be kept"
+    state = torch.load(best[0], weights_only=True)
+    assert all(torch.isfinite(t).all() for t in state["modules"]["model"].values())
