@@ -20,6 +20,7 @@ STAGES = {
     "distill": ("kdrec.stages.distill", "Distill the teacher into the student (teacher pretrained first if not cached)."),
     "evaluate": ("kdrec.stages.evaluate", "Re-score a finished run (run=<run dir>) on valid and test."),
     "benchmark-flops": ("kdrec.stages.benchmark_flops", "Per-sample FLOPs, parameters and CPU latency of teacher and student."),
+    "export": ("kdrec.stages.export", "Export a distill run's student (run=<dir>) as a torch.export program for serving."),
     "data": ("kdrec.stages.data", "Encode the configured dataset (cached) and print a summary."),
 }
 

@@ -1,0 +1,69 @@
+"""`kdrec export run=<dir>`: the run's student as a ``torch.export`` program (``student.pt2``,
+dynamic batch size) plus its feature map, ready for serving without kdrec's training code.
+Falls back to TorchScript (``student.ts``) for a model ``torch.export`` cannot trace."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from kdrec.artifacts import atomic_write_bytes, atomic_write_json
+from kdrec.config import config_dir
+from kdrec.errors import KdrecError
+from kdrec.stages.common import build_task, guarded, load_data, pick_device, run_dir, train_config
+from kdrec.stages.evaluate import load_models, load_run_config
+
+log = logging.getLogger("kdrec")
+
+
+def export_student(student: torch.nn.Module, example: torch.Tensor, out_dir: Path) -> Path:
+    student.eval()
+    try:
+        batch = torch.export.Dim("batch", min=1, max=1 << 20)
+        program = torch.export.export(student, (example,), dynamic_shapes={"x": {0: batch}})
+        path = out_dir / "student.pt2"
+        tmp = out_dir / ".student.tmp.pt2"  # torch.export.save wants the .pt2 suffix
+        torch.export.save(program, tmp)
+        tmp.replace(path)
+    except Exception as exc:  # noqa: BLE001 - any tracing failure falls back to TorchScript
+        log.warning("torch.export failed (%s); falling back to TorchScript", exc)
+        import io
+
+        scripted = torch.jit.trace(student, (example,))
+        buf = io.BytesIO()
+        torch.jit.save(scripted, buf)
+        path = out_dir / "student.ts"
+        atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+@guarded
+def run(cfg: DictConfig) -> dict:
+    rdir, run_cfg = load_run_config(cfg.run)
+    if not (rdir / "student.pt").is_file():
+        raise KdrecError(f"{rdir} holds no student.pt: export needs a finished distill run")
+    run_cfg.paths, run_cfg.device = cfg.paths, cfg.device
+    device = pick_device(run_cfg)
+    data = load_data(run_cfg)
+    task = build_task(run_cfg, data, device, train_config(run_cfg, run_cfg.student).batch_size)
+    if task.kind != "ctr":
+        raise KdrecError(f"export supports CTR students; this run's task is {task.kind!r}")
+    student = next(m for k, m in load_models(run_cfg, rdir, task, data).items() if k.startswith("student"))
+    out = run_dir()
+    path = export_student(student, task.splits["test"].x[:8], out)
+    task.feature_map.save(out / "feature_map.json")
+    info = {"run": str(rdir), "program": str(path), "format": path.suffix.lstrip("."),
+            "feature_map": str(out / "feature_map.json"), "input": "int64 [batch, num_fields] field-local ids",
+            "output": "float32 [batch] logits"}
+    atomic_write_json(out / "export.json", info)
+    log.info("exported %s to %s", run_cfg.student.name, path)
+    return info
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
