@@ -27,8 +27,10 @@ def test_distill_smoke_writes_contract_and_reuses_teacher(cli, outputs):
 
 
 def test_multirun_makes_one_job_dir_per_seed(cli, outputs):
-    cli("distill", "-m", "experiment=smoke", "seed=1,2")
+    # a parallel local sweep (joblib launcher); the sweep-end callback writes the report itself
+    cli("distill", "-m", "experiment=smoke", "seed=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     sweep = sorted((outputs / "multirun" / "distill").iterdir())[-1]
+    assert (sweep / "summary.md").is_file(), "the sweep-end callback should have written the report"
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [j.name for j in jobs] == ["0", "1"]
     seeds = {read_metrics(j)["seed"] for j in jobs}

@@ -15,6 +15,7 @@ from torch import nn
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from kdrec.artifacts import atomic_torch_save, torch_load
+from kdrec.train import distributed as ddp
 from kdrec.distill.base import Phase
 from kdrec.errors import TrainingError
 from kdrec.train.config import TrainConfig
@@ -118,13 +119,14 @@ def fit(phase: Phase, task, cfg: TrainConfig, *, ckpt_dir: Path, seed: int,
         bad_epochs, seconds, best_valid = st["bad_epochs"], st["seconds"], st["best_valid"]
         log.info("phase %s: resuming at epoch %d from %s", phase.name, start_epoch, last_path)
 
+    rank, world = ddp.rank(), ddp.world_size()
     n_rows = task.num_rows("train")
     n_batches = math.ceil(n_rows / cfg.batch_size)
     stopped = "max_epochs"
     epoch = start_epoch - 1
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                  console=console, disable=not cfg.progress, transient=True) as progress:
+                  console=console, disable=not cfg.progress or ddp.rank() != 0, transient=True) as progress:
         for epoch in range(start_epoch, cfg.epochs):
             if phase.on_epoch_start is not None:
                 phase.on_epoch_start(epoch)
@@ -135,9 +137,13 @@ def fit(phase: Phase, task, cfg: TrainConfig, *, ckpt_dir: Path, seed: int,
             t0 = time.perf_counter()
             loss_sum = torch.zeros((), device=task.device)
             for i, batch in enumerate(task.train_batches(gen, cfg.batch_size)):
+                if world > 1:
+                    batch = ddp.shard_batch(batch, rank, world)
                 loss = phase.loss(batch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if world > 1:
+                    ddp.allreduce_mean_grads(phase.params)
                 if cfg.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(phase.params, cfg.max_grad_norm)
                 opt.step()
@@ -145,7 +151,7 @@ def fit(phase: Phase, task, cfg: TrainConfig, *, ckpt_dir: Path, seed: int,
                 if cfg.progress:
                     rate = (i + 1) * cfg.batch_size / max(time.perf_counter() - t0, 1e-9)
                     progress.update(bar, advance=1, info=f"{rate:,.0f} rows/s")
-            train_loss = float(loss_sum) / max(n_batches, 1)  # one sync per epoch
+            train_loss = float(ddp.allreduce_mean(loss_sum)) / max(n_batches, 1)  # one sync per epoch
             epoch_s = time.perf_counter() - t0
             seconds += epoch_s
             progress.remove_task(bar)
@@ -160,8 +166,9 @@ def fit(phase: Phase, task, cfg: TrainConfig, *, ckpt_dir: Path, seed: int,
             improved = _better(score, best, mode)
             if improved:
                 best, best_epoch, bad_epochs, best_valid = score, epoch, 0, valid
-                atomic_torch_save(best_path, {"epoch": epoch, "valid": valid,
-                                              "modules": _state_of(save_modules)})
+                if rank == 0:
+                    atomic_torch_save(best_path, {"epoch": epoch, "valid": valid,
+                                                  "modules": _state_of(save_modules)})
             else:
                 bad_epochs += 1
             sched.step(score)
@@ -170,11 +177,13 @@ def fit(phase: Phase, task, cfg: TrainConfig, *, ckpt_dir: Path, seed: int,
                      phase.name, epoch + 1, train_loss,
                      " ".join(f"{k} {v:.5f}" for k, v in valid.items()), lr_now, epoch_s,
                      n_rows / max(epoch_s, 1e-9), " *" if improved else "")
-            atomic_torch_save(last_path, {
-                "epoch": epoch, "modules": _state_of(save_modules), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "rng": _rng_state(), "best": best,
-                "best_epoch": best_epoch, "bad_epochs": bad_epochs, "seconds": seconds,
-                "best_valid": best_valid})
+            if rank == 0:
+                atomic_torch_save(last_path, {
+                    "epoch": epoch, "modules": _state_of(save_modules), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "rng": _rng_state(), "best": best,
+                    "best_epoch": best_epoch, "bad_epochs": bad_epochs, "seconds": seconds,
+                    "best_valid": best_valid})
+            ddp.barrier()
             if phase.on_epoch_end is not None:
                 phase.on_epoch_end(epoch, valid)
             _after_epoch(phase.name, epoch)
@@ -185,9 +194,11 @@ def fit(phase: Phase, task, cfg: TrainConfig, *, ckpt_dir: Path, seed: int,
         raise TrainingError(f"phase {phase.name!r}: no epoch finished (trainer.epochs={cfg.epochs})")
     _load_into(save_modules, torch_load(best_path)["modules"])
     result = FitResult(phase.name, best_epoch + 1, epoch + 1, best_valid, seconds, stopped)
-    st = torch_load(last_path)
-    st.update(finished=True, result=result.__dict__)
-    atomic_torch_save(last_path, st)
+    if rank == 0:
+        st = torch_load(last_path)
+        st.update(finished=True, result=result.__dict__)
+        atomic_torch_save(last_path, st)
+    ddp.barrier()
     log.info("phase %s: best valid %s %.5f at epoch %d (%s after %d epochs, %.1fs)", phase.name,
              monitor, best_valid.get(monitor, float("nan")), best_epoch + 1, stopped, epoch + 1, seconds)
     return result
