@@ -37,7 +37,10 @@ test: install ## fast tests (real-data tests skip when ../shared/data is absent)
 test-slow: install ## slow tests: training on real data from ../shared/data
 	$(VENV)/bin/pytest -q -m slow
 
+bench: install ## throughput vs FuxiCTR and DeepCTR-Torch on Frappe_x1 (peers in their own venv)
+	$(VENV)/bin/python scripts/bench_peers.py --epochs 2 --threads 1
+
 clean: ## remove outputs (not the venv)
 	rm -rf outputs multirun
 
-.PHONY: help install run smoke test test-slow clean
+.PHONY: help install run smoke test test-slow bench clean

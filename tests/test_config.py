@@ -46,7 +46,7 @@ def test_every_experiment_and_device_composes(compose_cfg):
         cfg = compose_cfg(f"experiment={name}")
         assert cfg.student.name and cfg.dataset.name
     for name in entries("device"):
-        assert compose_cfg(f"device={name}").device.type in ("cpu", "cuda", "auto")
+        assert compose_cfg(f"device={name}").device.type in ("cpu", "cuda", "auto", "ddp")
 
 
 def test_misspelled_model_key_is_an_error_naming_it(compose_cfg):

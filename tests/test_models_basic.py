@@ -46,3 +46,18 @@ def test_tiny_overfit_dnn_loss_falls():
         loss.backward()
         opt.step()
     assert loss.item() < 0.3 * first
+
+
+def test_dropout_has_the_law_of_nn_dropout():
+    from kdrec.models.layers.dropout import Dropout
+
+    torch.manual_seed(0)
+    d = Dropout(0.3)
+    x = torch.ones(200_000)
+    y = d(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.005  # keep probability 1 - p
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.7))  # inverted scaling
+    assert abs(y.mean().item() - 1.0) < 0.01  # unbiased
+    d.eval()
+    assert torch.equal(d(x), x)

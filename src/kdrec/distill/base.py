@@ -66,6 +66,18 @@ class Distiller:
     def __init__(self, cfg):
         self.cfg = cfg
 
+    def build_student(self, student_cfg, feature_map, teacher: nn.Module | None) -> nn.Module:
+        """The student model. A method may wrap or extend the configured model (ROK builds the
+        backbone with extra fields and plugs its knowledge base in); a model that is not rebuilt
+        from ``student_cfg`` alone exposes ``build_config`` (saved in student.pt instead)."""
+        from kdrec.models.registry import build_model
+
+        return build_model(student_cfg, feature_map, where="student")
+
+    def report(self) -> dict:
+        """Extra entries for the run's metrics.json (e.g. a pretraining stage's results)."""
+        return {}
+
     def setup(self, ctx: DistillContext) -> None:
         """Prepare teacher-derived caches and auxiliary modules (called once, before phases)."""
 

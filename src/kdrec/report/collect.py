@@ -19,7 +19,8 @@ from kdrec.artifacts import atomic_write_bytes, atomic_write_text
 from kdrec.errors import KdrecError
 
 SEED_KEYS = {"seed", "teacher_seed"}
-IGNORED_KEYS = {"resume", "run", "trainer.progress", "device", "paths.root"}
+# keys that change where or how fast a job runs, not what it computes
+IGNORED_PREFIXES = ("resume", "run", "trainer.progress", "device", "paths", "hydra")
 
 
 def _overrides(job: Path) -> dict[str, str]:
@@ -29,7 +30,7 @@ def _overrides(job: Path) -> dict[str, str]:
     out = {}
     for item in yaml.safe_load(f.read_text()) or []:
         key, _, value = str(item).lstrip("+~").partition("=")
-        if key not in IGNORED_KEYS and not key.startswith("hydra."):
+        if not key.startswith(IGNORED_PREFIXES):
             out[key] = value
     return out
 

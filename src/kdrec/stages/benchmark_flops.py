@@ -63,10 +63,11 @@ def run(cfg: DictConfig) -> dict:
         result[role] = {"model": names[role], **task.profile(model, latency=True)}
     if "teacher" in result and "student" in result:
         result["ratios"] = ratios(result["student"], result["teacher"])
-    atomic_write_json(run_dir() / "flops.json", result)
+    out = run_dir(cfg)
+    atomic_write_json(out / "flops.json", result)
     if rdir is not None:
         atomic_write_json(Path(rdir) / "flops.json", result)
-    save_config(run_dir() / "config_resolved.yaml", cfg)
+    save_config(out / "config_resolved.yaml", cfg)
     print_flops_table(result)
     return result
 

@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,17 +42,25 @@ def guarded(fn):
     return wrapper
 
 
-def run_dir() -> Path:
+def run_dir(cfg: DictConfig) -> Path:
+    """The Hydra job's output directory; outside a Hydra job (a stage called in-process with a
+    composed config) a fresh directory under ``paths.root/runs/in_process/``, never the cwd."""
     try:
         return Path(HydraConfig.get().runtime.output_dir)
-    except ValueError:  # called outside a Hydra job (tests composing configs directly)
-        return Path.cwd()
+    except ValueError:
+        import tempfile
+
+        base = Path(cfg.paths.root) / "runs" / "in_process"
+        base.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=base, prefix="run-"))
 
 
 def pick_device(cfg: DictConfig) -> torch.device:
     kind = cfg.device.type
     if cfg.device.get("threads"):
         torch.set_num_threads(int(cfg.device.threads))
+    if kind == "ddp":  # each torchrun worker computes on the base device (its own GPU for cuda)
+        kind = cfg.device.base
     if kind == "auto":
         kind = "cuda" if torch.cuda.is_available() else "cpu"
     if kind == "cuda" and not torch.cuda.is_available():
@@ -79,7 +88,10 @@ def build_task(cfg: DictConfig, data, device: torch.device, batch_size: int):
     kind = get_dataset_entry(cfg.dataset.name).task
     from kdrec.tasks.registry import get_task_class
 
-    return get_task_class(kind)(data, device, batch_size, cfg.trainer.eval_batch_size)
+    task = get_task_class(kind)(data, device, batch_size, cfg.trainer.eval_batch_size)
+    if getattr(task, "retrieval", None) is not None:  # retrieval models' neighbours: cached once
+        task.retrieval.cache_dir = Path(cfg.paths.cache) / "retrieval"
+    return task
 
 
 def build(model_cfg: DictConfig, task, where: str):
@@ -156,12 +168,13 @@ def print_metrics_table(title: str, rows: dict[str, dict]) -> None:
     t = Table(title=title)
     cols = ["valid auc", "valid logloss", "test auc", "test logloss"]
     first = next(iter(rows.values()), {})
-    if "valid" in first and "auc" not in first["valid"]:
-        cols = [f"{s} {k}" for s in ("valid", "test") for k in first[s]]
+    if "valid" in first and "auc" not in first["valid"]:  # ranking: the @20 metrics (all are in metrics.json)
+        keys = [k for k in first["valid"] if k.endswith("@20")] or list(first["valid"])[:3]
+        cols = [f"{s} {k}" for s in ("valid", "test") for k in keys]
     t.add_column("model")
     for c in cols:
         t.add_column(c, justify="right")
     for name, m in rows.items():
         t.add_row(name, *[f"{m[c.split(' ')[0]][c.split(' ', 1)[1]]:.5f}" for c in cols])
-    Console().print(t)
+    Console(width=None if sys.stdout.isatty() else 160).print(t)
 

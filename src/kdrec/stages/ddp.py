@@ -39,6 +39,11 @@ def launch(cfg: DictConfig, out: Path) -> dict:
         task = build_task(cfg, data, pick_device(cfg), train_config(cfg, cfg.teacher).batch_size)
         get_teacher(cfg, data, task)
     save_config(out / CONFIG_NAME, cfg)
+    if int(cfg.device.nproc) == 0:  # print the command for a multi-node / scheduler launch
+        cmd = (f"python -m torch.distributed.run --nnodes=<N> --nproc_per_node=<GPUs per node> "
+               f"--rdzv-backend=c10d --rdzv-endpoint=<host:port> -m kdrec.stages.ddp {out}")
+        print(f"resolved config written to {out / CONFIG_NAME}; start the workers on every node with:\n  {cmd}")
+        return {"launch_command": cmd, "run_dir": str(out)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={int(cfg.device.nproc)}", "-m", "kdrec.stages.ddp", str(out)]
     log.info("launching %d workers: %s", cfg.device.nproc, " ".join(cmd))
@@ -54,10 +59,14 @@ def worker_main(out: Path) -> None:
     if base == "cuda":
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     dist.init_process_group(backend=cfg.device.backend)
-    if dist.get_rank() != 0:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    if dist.get_rank() == 0:
+        fh = logging.FileHandler(out / "ddp_rank0.log")
+        fh.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        logging.getLogger().addHandler(fh)
+    else:  # one rank speaks
         logging.getLogger().setLevel(logging.WARNING)
-        cfg.trainer.progress = False
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][rank %(process)d][%(levelname)s] - %(message)s")
+        logging.getLogger("kdrec").setLevel(logging.WARNING)
     from kdrec.stages.distill import run_body
 
     try:

@@ -14,9 +14,10 @@ from kdrec.artifacts import atomic_torch_save, atomic_write_json, signature
 from kdrec.bench.flops import ratios
 from kdrec.config import config_dir, train_config
 from kdrec.distill.base import DistillContext, build_distiller
-from kdrec.stages.common import (build, build_task, console, count_params, get_teacher, guarded,
+from kdrec.stages.common import (build_task, console, count_params, get_teacher, guarded,
                                  load_data, pick_device, print_metrics_table, run_dir, save_config,
                                  seed_everything)
+from kdrec.train import distributed as ddp
 from kdrec.train.loop import fit
 
 log = logging.getLogger("kdrec")
@@ -32,7 +33,24 @@ def run_signature(cfg: DictConfig) -> str:
 
 @guarded
 def run(cfg: DictConfig) -> dict:
-    out = run_dir()
+    if cfg.device.type == "ddp" and not ddp.in_worker():
+        from kdrec.stages.ddp import launch
+
+        metrics = launch(cfg, run_dir(cfg))
+        return _finish_print(cfg, metrics) if "valid" in metrics else metrics
+    return run_body(cfg, run_dir(cfg))
+
+
+def _finish_print(cfg: DictConfig, metrics: dict) -> dict:
+    rows = {f"student {cfg.student.name} ({cfg.distiller.name})": metrics}
+    if "teacher" in metrics:
+        rows = {f"teacher {cfg.teacher.name}": metrics["teacher"], **rows}
+    print_metrics_table(f"distill on {cfg.dataset.name}", rows)
+    return metrics
+
+
+def run_body(cfg: DictConfig, out: Path) -> dict:
+    """The distillation itself; under torchrun every rank runs it and rank 0 writes the artifacts."""
     device = pick_device(cfg)
     data = load_data(cfg)
     tcfg = train_config(cfg, cfg.student)
@@ -46,15 +64,16 @@ def run(cfg: DictConfig) -> dict:
             p.requires_grad_(False)
 
     seed_everything(cfg.seed)
-    student = build(cfg.student, task, "student").to(device)
+    student = distiller.build_student(cfg.student, task.feature_map, teacher).to(device)
     ctx = DistillContext(student, teacher, task, device, tdir, cfg.seed)
     distiller.setup(ctx)
     aux = distiller.aux_modules().to(device)
     save_modules = {"model": student, **({"aux": aux} if len(aux) else {})}
 
     work = Path(cfg.paths.work) / f"distill-{run_signature(cfg)}"
-    if not cfg.resume and work.exists():
+    if not cfg.resume and work.exists() and ddp.is_main():
         shutil.rmtree(work)
+    ddp.barrier()
     phases = []
     for phase in distiller.phases(ctx):
         log.info("phase %s: %d trainable tensors", phase.name, len(phase.params))
@@ -74,18 +93,21 @@ def run(cfg: DictConfig) -> dict:
         flops["teacher"] = task.profile(teacher, latency=False)
         flops["ratios"] = ratios(flops["student"], flops["teacher"])
     metrics["flops"] = flops
+    metrics.update(distiller.report())
+    if ddp.active():
+        metrics["distributed"] = {"world_size": ddp.world_size(), "backend": cfg.device.backend}
+    if not ddp.is_main():
+        return metrics
     atomic_torch_save(out / "student.pt", {
         "state_dict": student.state_dict(), "aux_state_dict": aux.state_dict(),
-        "student": OmegaConf.to_container(cfg.student, resolve=True),
+        "student": getattr(student, "build_config", None) or OmegaConf.to_container(cfg.student, resolve=True),
         "feature_map": task.feature_map.to_dict()})
     atomic_write_json(out / "metrics.json", metrics)
     save_config(out / "config_resolved.yaml", cfg)
-    rows = {f"student {cfg.student.name} ({cfg.distiller.name})": metrics}
-    if teacher is not None:
-        rows = {f"teacher {cfg.teacher.name}": metrics["teacher"], **rows}
-    print_metrics_table(f"distill on {cfg.dataset.name}", rows)
     shutil.rmtree(work, ignore_errors=True)  # finished: the run dir holds the artifacts now
-    return metrics
+    if ddp.in_worker():
+        return metrics
+    return _finish_print(cfg, metrics)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")

@@ -54,8 +54,9 @@ def run(cfg: DictConfig) -> dict:
     models = load_models(run_cfg, rdir, task, data)
     result = {name: {"valid": task.evaluate(m, "valid"), "test": task.evaluate(m, "test")}
               for name, m in models.items()}
-    atomic_write_json(run_dir() / "evaluation.json", {"run": str(rdir), "models": result})
-    save_config(run_dir() / "config_resolved.yaml", cfg)
+    out = run_dir(cfg)
+    atomic_write_json(out / "evaluation.json", {"run": str(rdir), "models": result})
+    save_config(out / "config_resolved.yaml", cfg)
     print_metrics_table(f"evaluate {rdir}", result)
     return result
 

@@ -53,7 +53,7 @@ def run(cfg: DictConfig) -> dict:
     if task.kind != "ctr":
         raise KdrecError(f"export supports CTR students; this run's task is {task.kind!r}")
     student = next(m for k, m in load_models(run_cfg, rdir, task, data).items() if k.startswith("student"))
-    out = run_dir()
+    out = run_dir(cfg)
     path = export_student(student, task.splits["test"].x[:8], out)
     task.feature_map.save(out / "feature_map.json")
     info = {"run": str(rdir), "program": str(path), "format": path.suffix.lstrip("."),

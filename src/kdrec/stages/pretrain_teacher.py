@@ -13,7 +13,7 @@ from kdrec.stages.common import (build_task, get_teacher, guarded, load_data, pi
 
 @guarded
 def run(cfg: DictConfig) -> dict:
-    out = run_dir()
+    out = run_dir(cfg)
     device = pick_device(cfg)
     data = load_data(cfg)
     task = build_task(cfg, data, device, train_config(cfg, cfg.teacher).batch_size)

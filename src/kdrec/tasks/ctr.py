@@ -38,6 +38,11 @@ class CTRTask:
         self.eval_batch_size = eval_batch_size
         # whole splits live on the device once; batches are views/gathers, never per-row objects
         self.splits = {k: v.to(device) for k, v in data.splits.items()}
+        # neighbours for models with ``uses_retrieval`` (RIM), computed lazily once per retrieval
+        # setting; the stage points ``retrieval.cache_dir`` at <paths.cache>/retrieval
+        from kdrec.retrieval.store import RetrievalStore
+
+        self.retrieval = RetrievalStore(data, self.splits, device, cache_dir=None)
 
     @property
     def feature_map(self):
@@ -54,16 +59,26 @@ class CTRTask:
             idx = perm[start:start + bs]
             yield CTRBatch(idx, split.x[idx], split.y[idx])
 
+    def model_inputs(self, model: nn.Module, split: str, idx: torch.Tensor, x: torch.Tensor) -> tuple:
+        """What ``model`` is called with for rows ``idx`` of ``split``: ``(x,)``, or for a model
+        with ``uses_retrieval`` ``(x, nbr_x [B, K, F], nbr_y [B, K])`` gathered from the cache."""
+        if getattr(model, "uses_retrieval", False):
+            return self.retrieval.neighbours(model.retrieval_config, split, idx, x)
+        return (x,)
+
     def task_loss(self, model: nn.Module, batch: CTRBatch) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(model(batch.x), batch.y)
+        z = model(*self.model_inputs(model, "train", batch.idx, batch.x))
+        return F.binary_cross_entropy_with_logits(z, batch.y)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, split: str) -> torch.Tensor:
         was_training = model.training
         model.eval()
         x = self.splits[split].x
-        out = torch.cat([model(x[i:i + self.eval_batch_size])
-                         for i in range(0, x.shape[0], self.eval_batch_size)])
+        rows = torch.arange(x.shape[0], device=x.device)
+        bs = self.eval_batch_size
+        out = torch.cat([model(*self.model_inputs(model, split, rows[i:i + bs], x[i:i + bs]))
+                         for i in range(0, x.shape[0], bs)])
         model.train(was_training)
         return out.float()
 
@@ -86,4 +101,9 @@ class CTRTask:
         """Per-sample FLOPs, parameters and (optionally) latency at batch 1 / 4096 on real test rows."""
         from kdrec.bench.flops import profile_model
 
-        return profile_model(model, self.splits["test"].x[:256], latency=latency)
+        sample = self.splits["test"].x[:256]
+        if getattr(model, "uses_retrieval", False):  # cost includes the live retrieval per query
+            from kdrec.retrieval.store import profile_retrieval_model
+
+            return profile_retrieval_model(self.retrieval, model, sample, latency=latency)
+        return profile_model(model, sample, latency=latency)

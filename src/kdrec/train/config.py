@@ -17,6 +17,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # on dense (non-embedding) parameters
     embedding_l2: float = 0.0  # on embedding tables
     patience: int = 2  # epochs without validation improvement before stopping
+    min_delta: float = 1e-6  # an improvement smaller than this does not count (as in FuxiCTR)
     lr_plateau_factor: float = 0.1  # lr multiplied by this after a non-improving epoch
     lr_plateau_patience: int = 0
     min_lr: float = 1e-6

@@ -71,10 +71,10 @@ def _freeze_all_but(phase: Phase) -> None:
         p.requires_grad_(True)
 
 
-def _better(a: float, b: float | None, mode: str) -> bool:
+def _better(a: float, b: float | None, mode: str, min_delta: float = 0.0) -> bool:
     if b is None or math.isnan(b):
         return not math.isnan(a)
-    return a > b if mode == "max" else a < b
+    return a > b + min_delta if mode == "max" else a < b - min_delta
 
 
 def _state_of(modules: dict[str, nn.Module]) -> dict:
@@ -99,7 +99,8 @@ def fit(phase: Phase, task, cfg: TrainConfig, *, ckpt_dir: Path, seed: int,
     opt = torch.optim.Adam(_param_groups(phase, cfg), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, mode=task.monitor_mode, factor=cfg.lr_plateau_factor,
-        patience=cfg.lr_plateau_patience, min_lr=cfg.min_lr)
+        patience=cfg.lr_plateau_patience, min_lr=cfg.min_lr,
+        threshold=cfg.min_delta, threshold_mode="abs")  # the same notion of improvement as early stopping
     monitor, mode = task.monitor, task.monitor_mode
     _freeze_all_but(phase)
 
@@ -163,7 +164,7 @@ def fit(phase: Phase, task, cfg: TrainConfig, *, ckpt_dir: Path, seed: int,
                     f"stopped (best checkpoint kept at {best_path}). Lower trainer.lr or check the data.")
             valid = task.evaluate(save_modules["model"], "valid")
             score = valid[monitor]
-            improved = _better(score, best, mode)
+            improved = _better(score, best, mode, cfg.min_delta)
             if improved:
                 best, best_epoch, bad_epochs, best_valid = score, epoch, 0, valid
                 if rank == 0:

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from kdrec.models.layers.dropout import Dropout
+
 
 class MLP(nn.Sequential):
     """Linear -> [BatchNorm] -> activation -> [Dropout] per hidden layer; optional output unit."""
@@ -17,7 +19,7 @@ class MLP(nn.Sequential):
                 layers.append(nn.BatchNorm1d(h))
             layers.append(act())
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(Dropout(dropout))
             d = h
         if out_dim is not None:
             layers.append(nn.Linear(d, out_dim))

@@ -1,0 +1,233 @@
+"""HetComp (Kang et al., WWW'23): distil an ensemble of heterogeneous teachers through their
+training trajectories, easy to hard.
+
+* **Teachers** (``teachers``: model yamls as dicts, e.g. MF-128 and LightGCN-64) are trained here
+  on the task's BPR loss with an ``on_epoch_end`` hook that snapshots each teacher's top-``K``
+  unobserved items every ``snapshot_every`` epochs. The trajectory keeps ``num_ckpt`` points:
+  ``num_ckpt - 1`` snapshots evenly spread before the best epoch, then the best model. It is cached
+  (``trajectory.pt``) under ``<teachers>/<dataset>/hetcomp/<signature>/``, the signature covering
+  the data, the teacher configs, their training settings, K, the trajectory rule and the seed.
+* **Ensemble target** at checkpoint ``v``: the teachers' top-K lists at ``v`` merged by reciprocal
+  rank ``sum_t 1 / (rank_t + 1)`` (our simplification of the paper's consensus ranking).
+* **Curriculum (DKC)**, per user: start at checkpoint 0; every ``p`` epochs (from epoch ``p``)
+  compare the student's top-K with the next checkpoint's target, ``d = 1 - NDCG``; move on when
+  ``d_last / d_next`` exceeds ``alpha * 0.995^(epoch // p)`` or drops below 1 (as the reference
+  code). The per-user checkpoint index lives in an aux buffer, so checkpoints and resume keep it.
+* **Losses** per unique batch user (full item scores): before the last checkpoint the *overall*
+  ranking loss (each of ``num_pos`` sampled train positives and each target item above all
+  non-target unobserved items), at the last checkpoint the *listwise* loss (Plackett-Luce on the
+  positives, and on the target's first K/2 and first K/10 items in order, each above the rest).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from kdrec.artifacts import atomic_torch_save, signature, torch_load
+from kdrec.distill.base import Phase, register_distiller, unique_params
+from kdrec.distill.topk.common import TopKDistiller, epoch_generator, plackett_luce_relaxed
+from kdrec.errors import ConfigError
+from kdrec.models.registry import build_model
+from kdrec.train.config import TrainConfig
+
+log = logging.getLogger("kdrec")
+
+
+def ensemble_topk(perms: list[torch.Tensor], num_items: int, k: int, chunk: int = 2048) -> torch.Tensor:
+    """Reciprocal-rank merge of several [U, K] ranked lists into one [U, k] list."""
+    n_users, kk = perms[0].shape
+    w = 1.0 / torch.arange(1, kk + 1, dtype=torch.float32, device=perms[0].device)
+    out = []
+    for a in range(0, n_users, chunk):
+        b = min(a + chunk, n_users)
+        score = torch.zeros(b - a, num_items, device=perms[0].device)
+        for p in perms:  # a handful of teachers
+            score.scatter_add_(1, p[a:b], w.expand(b - a, kk))
+        # ties (items with the same merged score) break by the lower item id, deterministically
+        out.append(torch.topk(score - 1e-7 * torch.arange(num_items, device=score.device) / num_items,
+                              k, dim=1).indices)
+    return torch.cat(out)
+
+
+def ndcg_overlap(student_top: torch.Tensor, target: torch.Tensor, num_items: int) -> torch.Tensor:
+    """Per-row NDCG of ``student_top`` [U, K] against ``target`` [U, K] with the reference's
+    graded gains ``2^{exp(-r/10)} - 1`` by target rank r."""
+    U, K = target.shape
+    gain = 2 ** torch.exp(-torch.arange(K, device=target.device, dtype=torch.float32) / 10) - 1
+    disc = 1 / torch.log2(torch.arange(2, K + 2, device=target.device, dtype=torch.float32))
+    # hit[r] = student's r-th item is anywhere in the target list
+    rows = torch.arange(U, device=target.device)[:, None]
+    key_t = torch.sort((rows * num_items + target).reshape(-1)).values
+    q = rows * num_items + student_top
+    pos = torch.searchsorted(key_t, q).clamp_max(key_t.numel() - 1)
+    hit = (key_t[pos] == q).float()
+    return (hit * gain * disc).sum(1) / (gain * disc).sum()
+
+
+class CurriculumState(nn.Module):
+    def __init__(self, num_users: int):
+        super().__init__()
+        self.register_buffer("idx", torch.zeros(num_users, dtype=torch.long))
+        self.register_buffer("last_dist", torch.ones(num_users))
+        self.register_buffer("started", torch.zeros((), dtype=torch.bool))
+
+
+@register_distiller("hetcomp")
+class HetComp(TopKDistiller):
+    @dataclass
+    class Config:
+        weight: float = 1e-3
+        teachers: list = field(default_factory=lambda: [
+            {"name": "mf", "embed_dim": 200, "reg": 1e-2},
+            {"name": "lightgcn", "embed_dim": 64, "num_layers": 2, "reg": 1e-3}])
+        teacher_train: dict = field(default_factory=lambda: {"epochs": 300, "lr": 5e-3, "batch_size": 2048,
+                                                             "patience": 10, "lr_plateau_patience": 1000})
+        num_ckpt: int = 4
+        snapshot_every: int = 2
+        K: int = 50
+        num_pos: int = 10
+        p: int = 5  # DKC period in epochs
+        alpha: float = 1.05
+
+    # ---------------------------------------------------------------- teachers + trajectories
+    def _train_teacher(self, spec: dict, ckpt_dir, seed: int) -> torch.Tensor:
+        from kdrec.train.loop import fit
+
+        task = self.ctx.task
+        spec = dict(spec)
+        spec.pop("train", None)
+        model = build_model(spec, task.feature_map, where="hetcomp teacher").to(task.device)
+        snaps: dict[int, torch.Tensor] = {}
+        every = self.cfg.snapshot_every
+
+        def on_end(epoch: int, valid: dict) -> None:
+            if (epoch + 1) % every == 0:
+                snaps[epoch] = task.topn(model, self.cfg.K).cpu()
+
+        def loss(batch):
+            return task.task_loss(model, batch)
+
+        phase = Phase("train", loss, unique_params(model.parameters()), [model], on_epoch_end=on_end)
+        tc = TrainConfig.from_cfg({"progress": False}, self.cfg.teacher_train)
+        torch.manual_seed(seed)
+        res = fit(phase, task, tc, ckpt_dir=ckpt_dir, seed=seed, save_modules={"model": model})
+        final = task.topn(model, self.cfg.K).cpu()  # best weights are loaded at return
+        before = [snaps[e] for e in sorted(snaps) if e < res.best_epoch - 1]
+        n = self.cfg.num_ckpt - 1
+        if before:
+            pick = torch.linspace(0, len(before) - 1, n).round().long().tolist() if n > 0 else []
+            traj = [before[i] for i in pick]
+        else:
+            traj = [final] * n
+        log.info("hetcomp teacher %s-%d: best valid ndcg@20 %.4f at epoch %d; %d snapshots before it",
+                 spec["name"], model.embed_dim, res.best_valid.get("ndcg@20", float("nan")),
+                 res.best_epoch, len(before))
+        return torch.stack(traj + [final])  # [num_ckpt, U, K]
+
+    def _trajectories(self) -> torch.Tensor:
+        ctx, task, c = self.ctx, self.ctx.task, self.cfg
+        if c.num_ckpt < 1 or not c.teachers:
+            raise ConfigError("distiller hetcomp: needs num_ckpt >= 1 and at least one teacher")
+        specs = [OmegaConf.to_container(t, resolve=True) if OmegaConf.is_config(t) else dict(t)
+                 for t in c.teachers]
+        sig = signature(task.data.signature, specs, c.teacher_train, c.num_ckpt, c.snapshot_every,
+                        c.K, ctx.seed)
+        root = (ctx.teacher_dir.parent / "hetcomp" / sig) if ctx.teacher_dir is not None else None
+        if root is not None and (root / "trajectory.pt").is_file():
+            log.info("hetcomp: reusing teacher trajectories %s", root)
+            return torch_load(root / "trajectory.pt")["perms"]
+        import tempfile
+        from pathlib import Path
+
+        work = root if root is not None else Path(tempfile.mkdtemp(prefix="hetcomp-"))
+        perms = torch.stack([self._train_teacher(spec, work / f"teacher{j}", ctx.seed + j)
+                             for j, spec in enumerate(specs)])  # [T, C, U, K]
+        if root is not None:
+            atomic_torch_save(root / "trajectory.pt", {"perms": perms, "teachers": specs})
+        return perms
+
+    def setup(self, ctx) -> None:
+        self.ctx = ctx
+        self.T_user = self.T_item = None
+        task = ctx.task
+        perms = self._trajectories().to(task.device)  # [T, C, U, K]
+        self.targets = torch.stack([ensemble_topk(list(perms[:, v]), task.num_items, self.cfg.K)
+                                    for v in range(perms.shape[1])])  # [C, U, K]
+        self._aux = nn.ModuleDict({"curriculum": CurriculumState(task.num_users)})
+        tr = task.splits["train"]
+        self.train_users, self.train_items = tr.users, tr.items
+        self.indptr = task.csr["train"].indptr
+        self.counts = task.csr["train"].counts
+
+    # ---------------------------------------------------------------- curriculum
+    @torch.no_grad()
+    def on_epoch_start(self, epoch: int) -> None:
+        task, c = self.ctx.task, self.cfg
+        st = self._aux["curriculum"]
+        g = epoch_generator(self.ctx.seed, epoch, salt=4)
+        # positives for the listwise / overall losses: num_pos train items per user (with replacement)
+        r = torch.rand(task.num_users, c.num_pos, generator=g).to(task.device)
+        off = (r * self.counts[:, None]).long().clamp_max((self.counts[:, None] - 1).clamp_min(0))
+        self.pos = self.train_items[(self.indptr[:-1, None] + off).clamp_max(self.train_items.numel() - 1)]
+        last = self.targets.shape[0] - 1
+        if epoch >= c.p and epoch % c.p == 0 and bool((st.idx < last).any()):
+            student_top = task.topn(self.ctx.student, c.K)
+            users = torch.arange(task.num_users, device=task.device)
+            nxt = (st.idx + 1).clamp_max(last)
+            d_next = 1 - ndcg_overlap(student_top, self.targets[nxt, users], task.num_items)
+            if not bool(st.started):
+                st.last_dist.copy_(d_next)
+                st.started.fill_(True)
+            else:
+                th = c.alpha * 0.995 ** (epoch // c.p)
+                ratio = st.last_dist / d_next.clamp_min(1e-10)
+                move = (st.idx < last) & ((ratio > th) | (ratio < 1))
+                st.idx.copy_(torch.where(move, nxt, st.idx))
+                nn_ = (st.idx + 1).clamp_max(last)
+                d_nn = 1 - ndcg_overlap(student_top, self.targets[nn_, users], task.num_items)
+                st.last_dist.copy_(torch.where(move, d_nn, st.last_dist))
+            log.info("hetcomp epoch %d: mean checkpoint index %.2f of %d", epoch + 1,
+                     float(st.idx.float().mean()), last)
+
+    # ---------------------------------------------------------------- losses
+    def kd_loss(self, U, I, batch) -> torch.Tensor:
+        task, c = self.ctx.task, self.cfg
+        users = torch.unique(batch.users)
+        B = users.shape[0]
+        S = (U[users] @ I.T).clamp(-40, 40)  # [B, n_items]
+        # train mask of the batch users, from the train interactions (no per-user loop)
+        slot = torch.full((task.num_users,), -1, dtype=torch.long, device=S.device)
+        slot[users] = torch.arange(B, device=S.device)
+        rs = slot[self.train_users]
+        keep = rs >= 0
+        observed = torch.zeros_like(S, dtype=torch.bool)
+        observed[rs[keep], self.train_items[keep]] = True
+        st = self._aux["curriculum"]
+        last = self.targets.shape[0] - 1
+        idx = st.idx[users]
+        target = self.targets[idx, users]  # [B, K]
+        pos = self.pos[users]
+        rows = torch.arange(B, device=S.device)[:, None]
+
+        def log_rest(listed: torch.Tensor) -> torch.Tensor:
+            """log sum exp over unobserved items not in ``listed``."""
+            m = observed.clone()
+            m[rows.expand_as(listed), listed] = True
+            return torch.logsumexp(S.masked_fill(m, float("-inf")), 1)
+
+        s_pos, s_tgt = S.gather(1, pos), S.gather(1, target)
+        # overall: every positive / target item above every non-target unobserved item
+        lr_all = log_rest(target)
+        tops = torch.cat([s_pos, s_tgt], 1)
+        overall = -(tops - torch.logaddexp(tops, lr_all[:, None])).sum(1)
+        # listwise at the last checkpoint
+        half, tenth = max(c.K // 2, 1), max(c.K // 10, 1)
+        listwise = (plackett_luce_relaxed(s_pos, lr_all)
+                    + 0.5 * (plackett_luce_relaxed(s_tgt[:, :half], log_rest(target[:, :half]))
+                             + plackett_luce_relaxed(s_tgt[:, :tenth], log_rest(target[:, :tenth]))))
+        return torch.where(idx >= last, listwise, overall).sum()

@@ -1,0 +1,72 @@
+"""RD (Ranking Distillation, Tang & Wang, KDD'18): the teacher's top-K unobserved items of each
+user are extra positives, ``-sum_r w_r log sigma(s(u, pi_r))``, with position weights
+``w_r ~ exp(-r / T)`` and (``dynamic: true``, from ``dynamic_start_epoch``) the hybrid weights
+``w_r ~ exp(-r/T) * tanh(max(mu (r_hat - r), 0))`` renormalised, where ``r_hat`` is the student's
+rank of the item estimated from ``dynamic_samples`` uniform unobserved items resampled per epoch.
+Applied to the unique users of each batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from kdrec.distill.base import register_distiller
+from kdrec.distill.topk.common import TopKDistiller, epoch_generator, sample_outside, teacher_topn
+
+
+def rd_weights(s_top: torch.Tensor, s_dyn: torch.Tensor | None, static: torch.Tensor,
+               num_items: int, mu: float) -> torch.Tensor:
+    """[B, K] weights. ``s_top``: student scores of the teacher's top-K (teacher order);
+    ``s_dyn``: student scores of uniform unobserved samples (None: static weights only)."""
+    if s_dyn is None:
+        return static.expand_as(s_top)
+    above = (s_dyn[:, None, :] > s_top[:, :, None]).float().mean(-1)  # share of samples ranked above
+    r_hat = torch.floor((num_items - 1) * above) + 1
+    r = torch.arange(s_top.shape[1], device=s_top.device, dtype=s_top.dtype)  # 0-based, as the reference
+    dyn = torch.tanh(mu * (r_hat - r)).clamp_min(0)
+    return F.normalize(static * dyn, p=1, dim=1)
+
+
+@register_distiller("rd")
+class RD(TopKDistiller):
+    @dataclass
+    class Config:
+        weight: float = 1.0  # RD's (1 - a) L_R + a L_RD with a = 0.5, up to scale
+        K: int = 10
+        T: float = 1.0  # lambda of the position weights exp(-r / lambda)
+        dynamic: bool = True
+        mu: float = 0.1
+        dynamic_samples: int = 100
+        dynamic_start_epoch: int = 0
+
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        self.top = teacher_topn(ctx, self.cfg.K)
+        r = torch.arange(1, self.cfg.K + 1, dtype=torch.float32, device=ctx.device)
+        w = torch.exp(-r / self.cfg.T)
+        self.static = (w / w.sum())[None, :]
+        self.epoch = 0
+        self.dyn_items = None
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.epoch = epoch
+        c, task = self.cfg, self.ctx.task
+        if c.dynamic and epoch >= c.dynamic_start_epoch:
+            g = epoch_generator(self.ctx.seed, epoch, salt=2)
+            self.dyn_items = sample_outside(task.num_users, task.num_items, c.dynamic_samples, g,
+                                            task.device, task.is_train_pair)
+        else:
+            self.dyn_items = None
+
+    def kd_loss(self, U, I, batch) -> torch.Tensor:
+        users = torch.unique(batch.users)
+        u = U[users][:, None, :]
+        s_top = (u * I[self.top[users]]).sum(-1)
+        s_dyn = None
+        if self.dyn_items is not None:
+            with torch.no_grad():
+                s_dyn = (u * I[self.dyn_items[users]]).sum(-1)
+        w = rd_weights(s_top.detach(), s_dyn, self.static, self.ctx.task.num_items, self.cfg.mu)
+        return -(w * F.logsigmoid(s_top)).sum()

@@ -1,0 +1,194 @@
+"""Top-K task: BPR triples sampled by tensor ops, full-ranking Recall/NDCG/Hit@K, teacher top-N caches.
+
+An epoch visits every train interaction once in a seeded random order; each (user, positive) gets
+one negative drawn uniformly from the items the user has not interacted with in train (rejection
+sampling, vectorized: a few rounds over the rejected rows, all at once).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdrec.artifacts import atomic_torch_save, torch_load
+from kdrec.data.interactions import InteractionDataset
+from kdrec.eval.ranking import CSR, ranking_metrics, topn
+
+DEFAULT_KS = (10, 20, 50)
+
+
+@dataclass
+class TopKBatch:
+    users: torch.Tensor
+    pos: torch.Tensor
+    neg: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.users.shape[0]
+
+
+class TopKTask:
+    kind = "topk"
+    monitor = "ndcg@20"
+    monitor_mode = "max"
+
+    def __init__(self, data: InteractionDataset, device: torch.device, batch_size: int,
+                 eval_batch_size: int = 65536, ks: tuple[int, ...] | None = None,
+                 user_chunk: int = 2048):
+        self.data = data
+        self.device = device
+        self.batch_size = batch_size
+        self.ks = tuple(ks or getattr(data, "ks", DEFAULT_KS))
+        self.user_chunk = user_chunk
+        fm = data.feature_map
+        self.num_users, self.num_items = fm.num_users, fm.num_items
+        self.splits = {k: v.to(device) for k, v in data.splits.items()}
+        tr = self.splits["train"]
+        self.train_key = tr.users * self.num_items + tr.items  # sorted (splits are (user, item)-sorted)
+        self.csr = {k: CSR(v.users, v.items, self.num_users) for k, v in self.splits.items()}
+        self._item_csr = None
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def feature_map(self):
+        return self.data.feature_map
+
+    def num_rows(self, split: str = "train") -> int:
+        return len(self.splits[split])
+
+    def exclusions(self, split: str) -> list[CSR]:
+        """Known interactions not to rank when scoring ``split``: train (+ valid for test)."""
+        out = [self.csr["train"]]
+        if split == "test" and self.data.valid_is == "valid" and len(self.splits["valid"]):
+            out.append(self.csr["valid"])
+        return out
+
+    def is_train_pair(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        q = users * self.num_items + items
+        pos = torch.searchsorted(self.train_key, q).clamp_max(self.train_key.numel() - 1)
+        return self.train_key[pos] == q
+
+    def sample_negatives(self, users: torch.Tensor, generator: torch.Generator | None = None,
+                         rounds: int = 10, avoid=None) -> torch.Tensor:
+        """Uniform items per entry of ``users`` (any shape) outside the user's train items (and
+        outside ``avoid(users, items) -> bool mask`` when given), by vectorized rejection."""
+        def draw(shape):
+            return torch.randint(self.num_items, shape, generator=generator).to(self.device)
+
+        items = draw(users.shape)
+        for _ in range(rounds):
+            bad = self.is_train_pair(users, items)
+            if avoid is not None:
+                bad |= avoid(users, items)
+            items = torch.where(bad, draw(users.shape), items)
+        return items
+
+    def train_batches(self, generator: torch.Generator, batch_size: int | None = None) -> Iterator[TopKBatch]:
+        tr = self.splits["train"]
+        bs = batch_size or self.batch_size
+        perm = torch.randperm(len(tr), generator=generator).to(self.device)
+        users, pos = tr.users[perm], tr.items[perm]
+        neg = self.sample_negatives(users, generator)
+        for start in range(0, len(tr), bs):
+            sl = slice(start, start + bs)
+            yield TopKBatch(users[sl], pos[sl], neg[sl])
+
+    # ------------------------------------------------------------------ losses
+    @staticmethod
+    def bpr(U: torch.Tensor, I: torch.Tensor, batch: TopKBatch) -> torch.Tensor:
+        u = U[batch.users]
+        return -F.logsigmoid((u * I[batch.pos]).sum(-1) - (u * I[batch.neg]).sum(-1)).mean()
+
+    def loss_from(self, model: nn.Module, U: torch.Tensor, I: torch.Tensor, batch: TopKBatch) -> torch.Tensor:
+        """BPR + the model's L2 on the batch's ego embeddings, given ``(U, I) = model.embed()``
+        (distillers call this so a LightGCN student propagates once per batch)."""
+        return self.bpr(U, I, batch) + model.reg_loss(batch.users, batch.pos, batch.neg)
+
+    def task_loss(self, model: nn.Module, batch: TopKBatch) -> torch.Tensor:
+        U, I = model.embed()
+        return self.loss_from(model, U, I, batch)
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def embeddings(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        was = model.training
+        model.eval()
+        U, I = model.embed()
+        model.train(was)
+        return U.detach(), I.detach()
+
+    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+        U, I = self.embeddings(model)
+        return ranking_metrics(U, I, self.csr[split], self.exclusions(split), list(self.ks),
+                               self.user_chunk)
+
+    def topn(self, model: nn.Module, n: int) -> torch.Tensor:
+        """[num_users, n] item ids by the model's score, train items excluded."""
+        U, I = self.embeddings(model)
+        return topn(U, I, n, [self.csr["train"]], self.user_chunk)
+
+    def topn_users(self, model: nn.Module, n: int) -> torch.Tensor:
+        """[num_items, n] user ids by the model's score, train interactions excluded (item side)."""
+        if self._item_csr is None:
+            tr = self.splits["train"]
+            self._item_csr = CSR(tr.items, tr.users, self.num_items)
+        U, I = self.embeddings(model)
+        return topn(I, U, n, [self._item_csr], self.user_chunk)
+
+    def teacher_cache(self, name: str, teacher_dir: Path | None, compute) -> torch.Tensor:
+        """``compute()`` once per teacher and cache name, stored under ``<teacher_dir>/cache``."""
+        path = Path(teacher_dir) / "cache" / f"{name}.pt" if teacher_dir else None
+        if path is not None and path.is_file():
+            st = torch_load(path)
+            if st.get("data") == self.data.signature:
+                return st["value"].to(self.device)
+        value = compute()
+        if path is not None:
+            atomic_torch_save(path, {"data": self.data.signature, "value": value.cpu()})
+        return value
+
+    # ------------------------------------------------------------------ cost
+    @torch.no_grad()
+    def _rank_all(self, model: nn.Module, users: torch.Tensor | None = None, k: int = 20):
+        U, I = model.embed()
+        if users is not None:
+            return torch.topk(U[users] @ I.T, k, dim=1).indices
+        return topn(U, I, k, [], self.user_chunk)
+
+    def profile(self, model: nn.Module, latency: bool = True, repeats: int = 3) -> dict[str, float]:
+        """Parameters, per-user scoring FLOPs over all items (plus amortised propagation) and,
+        when asked, measured latency of ranking all items for 1 user and for all users."""
+        from kdrec.bench.flops import param_counts
+
+        f = model.scoring_flops()
+        out = {"flops_per_sample": f["flops_matmul"] + f["flops_elementwise"], **f,
+               "embedding_lookups": 1.0 + model.num_items, **param_counts(model),
+               "embed_dim": model.embed_dim}
+        if latency:
+            was = model.training
+            model.eval()
+            sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+
+            def timed(fn, reps):
+                fn()
+                sync()
+                ts = []
+                for _ in range(reps):
+                    t0 = time.perf_counter()
+                    fn()
+                    sync()
+                    ts.append((time.perf_counter() - t0) * 1e3)
+                return statistics.median(ts)
+
+            one = torch.zeros(1, dtype=torch.long, device=self.device)
+            out["latency_ms_b1"] = timed(lambda: self._rank_all(model, one), 5 * repeats)
+            out["latency_ms_all_users"] = timed(lambda: self._rank_all(model), repeats)
+            model.train(was)
+        return out
