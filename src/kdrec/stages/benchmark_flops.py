@@ -30,7 +30,8 @@ def print_flops_table(result: dict) -> None:
     for name in ("teacher", "student"):
         if name in result:
             t.add_row(f"{name} {result[name]['model']}",
-                      *[f"{result[name].get(c, float('nan')):,.4g}" for c in cols])
+                      *[f"{result[name].get(c, float('nan')):,.4g}" if c.startswith("latency")
+                        else f"{result[name].get(c, float('nan')):,.0f}" for c in cols])
     if "ratios" in result:
         r = result["ratios"]
         t.add_row("student / teacher", f"{r.get('flops_per_sample_ratio', float('nan')):.2%}", "",
@@ -38,7 +39,9 @@ def print_flops_table(result: dict) -> None:
                   f"{r.get('dense_params_ratio', float('nan')):.2%}",
                   f"{r.get('latency_ms_b1_ratio', float('nan')):.2%}",
                   f"{r.get('latency_ms_b4096_ratio', float('nan')):.2%}")
-    Console().print(t)
+    import sys
+
+    Console(width=None if sys.stdout.isatty() else 160).print(t)
 
 
 @guarded
