@@ -22,7 +22,6 @@ class TrainConfig:
     lr_plateau_patience: int = 0
     min_lr: float = 1e-6
     max_grad_norm: float = 0.0  # 0 disables clipping
-    eval_every: int = 1
     progress: bool = True
 
     @classmethod
