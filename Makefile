@@ -9,7 +9,7 @@ RUN_DIR := outputs/make_run/$(shell date +%Y-%m-%d_%H-%M-%S)
 .DEFAULT_GOAL := help
 
 help: ## show this help
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -40,7 +40,17 @@ test-slow: install ## slow tests: training on real data from ../shared/data
 bench: install ## throughput vs FuxiCTR and DeepCTR-Torch on Frappe_x1 (peers in their own venv)
 	$(VENV)/bin/python scripts/bench_peers.py --epochs 2 --threads 1
 
+kd-dagfm-table: install ## KD-DAGFM table on Frappe_x1 (6 presets x 3 seeds; resumes; ARGS= extra overrides)
+	$(VENV)/bin/python scripts/kd_dagfm_table.py run $(ARGS)
+	$(VENV)/bin/python scripts/kd_dagfm_table.py table
+
+rok-table: install ## ROK table on Frappe_x1 and MovieLens-100K (3 seeds; resumes)
+	$(VENV)/bin/python scripts/rok_table.py $(ARGS)
+
+topk-table: install ## top-K distillation table on MovieLens-100K (3 seeds; resumes)
+	$(VENV)/bin/python scripts/topk_table.py $(ARGS)
+
 clean: ## remove outputs (not the venv)
 	rm -rf outputs multirun
 
-.PHONY: help install run smoke test test-slow bench clean
+.PHONY: help install run smoke test test-slow bench kd-dagfm-table rok-table topk-table clean

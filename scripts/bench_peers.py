@@ -39,7 +39,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PEERS = Path(__file__).resolve().parent / "peers"
-FRAMEWORKS = ("kdrec", "fuxictr", "deepctr")
+FRAMEWORKS = ("kdrec", "kdrec_bf16", "fuxictr", "deepctr")  # kdrec_bf16: trainer.precision=bf16
 MODELS = ("dcnv2", "deepfm")
 PEER_PINS = ["fuxictr==2.3.10", "deepctr-torch==0.3.0"]
 SPLITS = ("train", "valid", "test")
@@ -86,7 +86,7 @@ def model_spec(model: str, args) -> dict:
     spec = {
         "model": model, "embed_dim": y["embed_dim"], "batch_norm": bool(y["batch_norm"]),
         "dropout": float(y["dropout"]), "embedding_l2": float(y.get("train", {}).get("embedding_l2", 0.0)),
-        "epochs": args.epochs, "threads": args.threads, "seed": args.seed, "lr": args.lr,
+        "epochs": args.epochs, "patience": args.patience or 100000, "threads": args.threads, "seed": args.seed, "lr": args.lr,
         "batch_size": args.batch_size, "eval_batch_size": args.eval_batch_size,
         "max_grad_norm": args.max_grad_norm, "infer_repeats": args.infer_repeats,
         "data_dir": str(args.data_dir),
@@ -101,9 +101,10 @@ def model_spec(model: str, args) -> dict:
 
 
 def run_child(fw: str, spec: dict, peer_py: Path | None, work: Path, log_dir: Path) -> dict:
-    py = Path(sys.executable) if fw == "kdrec" else peer_py
+    ours = fw.startswith("kdrec")
+    py = Path(sys.executable) if ours else peer_py
     tag = f"{spec['model']}-{fw}-{int(time.time() * 1000)}"
-    spec = {**spec, "work_dir": str(work)}
+    spec = {**spec, "work_dir": str(work), "precision": "bf16" if fw == "kdrec_bf16" else "fp32"}
     spec_path, out_path = work / f"{tag}.spec.json", work / f"{tag}.out.json"
     log_path = log_dir / f"{tag}.log"
     spec_path.write_text(json.dumps(spec))
@@ -114,7 +115,7 @@ def run_child(fw: str, spec: dict, peer_py: Path | None, work: Path, log_dir: Pa
     print(f"[run] {spec['model']:7s} {fw:8s} ... ", end="", flush=True)
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([str(py), str(PEERS / f"run_{fw}.py"), str(spec_path), str(out_path)],
+        proc = subprocess.Popen([str(py), str(PEERS / f"run_{'kdrec' if ours else fw}.py"), str(spec_path), str(out_path)],
                                 cwd=str(PEERS), env=env, stdout=log, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -125,6 +126,7 @@ def run_child(fw: str, spec: dict, peer_py: Path | None, work: Path, log_dir: Pa
         return {"framework": fw, "model": spec["model"], "error": f"exit {proc.returncode}",
                 "log": str(log_path)}
     res = json.loads(out_path.read_text())
+    res["framework"] = fw  # kdrec_bf16 runs the kdrec child
     res.update(peak_rss_mb=usage.ru_maxrss / 1024.0, process_wall_s=wall,
                cpu_s=usage.ru_utime + usage.ru_stime, log=str(log_path))
     print(f"train {res['train_samples_per_s']:,.0f}/s ({res['train_samples_per_cpu_s']:,.0f}/CPU-s), "
@@ -151,13 +153,13 @@ def summarise(results: list[dict]) -> tuple[list[dict], list[dict]]:
                 row[k] = st.median(vals) if vals else None
             rows.append(row)
     ratios = []
-    for model in dict.fromkeys(r["model"] for r in rows):
-        kd = next((r for r in rows if r["model"] == model and r["framework"] == "kdrec"), None)
+    for kd in (r for r in rows if r["framework"].startswith("kdrec")):
+        model = kd["model"]
         for peer in rows:
-            if kd is None or peer["model"] != model or peer["framework"] == "kdrec":
+            if peer["model"] != model or peer["framework"].startswith("kdrec"):
                 continue
             ratios.append({
-                "model": model, "peer": peer["framework"],
+                "model": model, "ours": kd["framework"], "peer": peer["framework"],
                 "train_throughput_x": kd["train_samples_per_s"] / peer["train_samples_per_s"],
                 "train_cpu_throughput_x": kd["train_samples_per_cpu_s"] / peer["train_samples_per_cpu_s"],
                 "infer_throughput_x": kd["infer_samples_per_s"] / peer["infer_samples_per_s"],
@@ -186,11 +188,11 @@ def print_tables(rows: list[dict], ratios: list[dict], args) -> None:
     con.print(t)
     t = Table(title="kdrec / peer: train x, infer x > 1 = kdrec faster; peak RSS x, prep time x < 1 = kdrec "
                     "smaller / faster")
-    for c in ("model", "peer", "train x", "train x (CPU-s)", "infer x", "peak RSS x", "prep time x",
+    for c in ("model", "ours", "peer", "train x", "train x (CPU-s)", "infer x", "peak RSS x", "prep time x",
               "AUC kdrec - peer"):
         t.add_column(c, justify="left" if c in ("model", "peer") else "right")
     for r in ratios:
-        t.add_row(r["model"], r["peer"], f"{r['train_throughput_x']:.2f}", f"{r['train_cpu_throughput_x']:.2f}",
+        t.add_row(r["model"], r.get("ours", "kdrec"), r["peer"], f"{r['train_throughput_x']:.2f}", f"{r['train_cpu_throughput_x']:.2f}",
                   f"{r['infer_throughput_x']:.2f}", f"{r['peak_rss_x']:.2f}", f"{r['preprocess_x']:.2f}",
                   f"{r['test_auc_diff']:+.4f}")
     con.print(t)
@@ -210,6 +212,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=4096)
     ap.add_argument("--eval-batch-size", type=int, default=4096)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--patience", type=int, default=0,
+                    help="early stopping on valid AUC after this many non-improving epochs, up to --epochs "
+                         "(kdrec and FuxiCTR; 0: exactly --epochs epochs). For converged-AUC comparisons.")
     ap.add_argument("--max-grad-norm", type=float, default=10.0)
     ap.add_argument("--infer-repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=2024)
@@ -232,7 +237,7 @@ def main(argv=None) -> int:
     bad = [m for m in models if m not in MODELS] + [f for f in fws if f not in FRAMEWORKS]
     if bad or args.epochs < 1 or args.threads < 1:
         ap.error(f"unknown model/framework {bad}" if bad else "--epochs and --threads must be >= 1")
-    peer_py = ensure_peer_venv(args.cache_dir) if any(f != "kdrec" for f in fws) or args.setup_only else None
+    peer_py = ensure_peer_venv(args.cache_dir) if any(not f.startswith("kdrec") for f in fws) or args.setup_only else None
     if args.setup_only:
         print(f"peers' python: {peer_py}")
         return 0

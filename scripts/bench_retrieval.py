@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--pair-budget", type=int, default=2_000_000)
+    ap.add_argument("--pair-budget", type=int, default=100_000)
     ap.add_argument("--limit", type=int, default=0, help="queries per split (0: all rows)")
     ap.add_argument("--check", type=int, default=0,
                     help="also verify N random queries against the brute-force dense path")

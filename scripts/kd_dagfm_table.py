@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """KD-DAGFM results on Frappe_x1: run the grid (``run``) and rebuild the table (``table``).
 
-    python scripts/kd_dagfm_table.py run   --presets frappe_crossnet_dagfm --seeds 1 2 3
+    python scripts/kd_dagfm_table.py run   [--presets frappe_crossnet_dagfm ...] [--seeds 1 2 3]
     python scripts/kd_dagfm_table.py table [--root DIR] [--out DIR]
 
 ``run`` calls the kdrec CLI once per (preset, method, seed), seeds round-robin so that an
-interrupted grid still holds complete seeds, and skips runs whose metrics.json exists. Runs land in
+interrupted grid still holds complete seeds, and skips runs whose metrics.json exists. Start
+``run`` several times to use several workers: each (preset, seed) group, whose jobs share one
+teacher, is locked by the first worker to reach it (``<preset>/.lock-<seed>``). Runs land in
 ``$KDREC_OUTPUTS/kd_dagfm/<preset>/<method>/seed<k>/`` and one latency benchmark per preset in
 ``.../<preset>/flops/``. ``table`` reads only those metrics.json / flops.json files (polars),
 prints mean ± std over seeds and writes ``kd_dagfm_results.{csv,md}``.
@@ -34,6 +36,8 @@ METHODS = {
     "kd_dagfm_nofinetune": ["distill", "distiller.finetune=false"],
 }
 CLAIM_AUC_GAP, CLAIM_FLOPS = 0.001, 0.215
+FRAPPE_PRESETS = ["frappe_xdeepfm_dagfm_plus", "frappe_dcnv2_dagfm_plus", "frappe_crossnet_dagfm",
+                  "frappe_cin_dagfm", "frappe_autoint_dagfm", "frappe_autoint_plus_dagfm_plus"]
 
 
 def root_dir(arg: str | None) -> Path:
@@ -51,16 +55,52 @@ def run(args) -> None:
                 stage, *over = METHODS[method]
                 jobs.append((preset, method, seed, [stage, f"experiment={preset}", f"seed={seed}", *over]))
     jobs.sort(key=lambda j: (j[2] or 0,))  # round-robin over seeds, flops first
-    for preset, method, seed, cmd in jobs:
-        out = root / preset / method / (f"seed{seed}" if seed is not None else "")
-        done = out / ("flops.json" if method == "flops" else "metrics.json")
-        if done.is_file():
+    held: Path | None = None
+    try:
+        for preset, method, seed, cmd in jobs:
+            out = root / preset / method / (f"seed{seed}" if seed is not None else "")
+            done = out / ("flops.json" if method == "flops" else "metrics.json")
+            if done.is_file():
+                continue
+            # several workers may share a grid: each (preset, seed) group belongs to the one worker
+            # that locked it first (its jobs share one teacher, which must not be trained twice)
+            lock = root / preset / f".lock-{seed if seed is not None else 'flops'}"
+            if lock != held:
+                if held is not None:
+                    held.unlink(missing_ok=True)
+                    held = None
+                if not _take_lock(lock):
+                    continue
+                held = lock
+            full = [KDREC, *cmd, *common, f"hydra.run.dir={out}"]
+            print("+", " ".join(full[1:]), flush=True)
+            rc = subprocess.run(full, cwd=REPO).returncode
+            if rc != 0:
+                print(f"  failed with exit code {rc}", flush=True)
+    finally:
+        if held is not None:
+            held.unlink(missing_ok=True)
+
+
+def _take_lock(lock: Path) -> bool:
+    """Create ``lock`` holding our pid; False if a live process holds it (a dead holder's is taken)."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(lock.read_text() or 0), 0)
+                return False  # held by a running worker
+            except (ProcessLookupError, ValueError):
+                lock.unlink(missing_ok=True)  # stale: its worker died
+            except PermissionError:
+                return False
             continue
-        full = [KDREC, *cmd, *common, f"hydra.run.dir={out}"]
-        print("+", " ".join(full[1:]), flush=True)
-        rc = subprocess.run(full, cwd=REPO).returncode
-        if rc != 0:
-            print(f"  failed with exit code {rc}", flush=True)
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
 
 
 def _rows(root: Path) -> list[dict]:
@@ -162,7 +202,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run the grid through the kdrec CLI (skips finished runs)")
-    r.add_argument("--presets", nargs="+", default=["frappe_crossnet_dagfm"])
+    r.add_argument("--presets", nargs="+", default=FRAPPE_PRESETS)
     r.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     r.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     r.add_argument("--threads", type=int, default=1)

@@ -154,3 +154,39 @@ def test_time_restriction_without_timestamps_names_the_problem():
     task = CTRTask(_tiny_dataset(), torch.device("cpu"), 64)
     with pytest.raises(ConfigError, match="timestamps"):
         task.retrieval.result(RetrievalConfig(time_restricted=True), "train")
+
+
+def test_time_restricted_store_on_timestamped_data(tmp_path):
+    """A dataset with split.t (the MovieLens source carries each rating's timestamp): every
+    neighbour is strictly earlier than its query, in train and in test."""
+    from kdrec.tasks.ctr import CTRTask
+
+    data = _tiny_dataset()
+    g = torch.Generator().manual_seed(5)
+    for name, split in data.splits.items():
+        split.t = torch.randint(0, 1000, (len(split),), generator=g)
+    task = CTRTask(data, torch.device("cpu"), 64)
+    task.retrieval.cache_dir = tmp_path
+    cfg = RetrievalConfig(k=5, time_restricted=True)
+    pool_t = data.splits["train"].t
+    for split in ("train", "test"):
+        ids, _ = task.retrieval.result(cfg, split)
+        ok = ids >= 0
+        qt = data.splits[split].t[:, None].expand_as(ids)
+        assert ok.any() and (pool_t[ids[ok]] < qt[ok]).all()
+        # a query with no earlier pool row gets no neighbour at all
+        first = int(torch.argmin(data.splits[split].t))
+        if not (pool_t < data.splits[split].t[first]).any():
+            assert (ids[first] == -1).all()
+
+
+def test_movielens_carries_timestamps(compose_cfg, tmp_path):
+    from conftest import require_data
+    from kdrec.stages.common import load_data
+
+    require_data("ml-100k", "u.data")
+    cfg = compose_cfg("dataset=movielens_100k", f"paths.root={tmp_path}")
+    data = load_data(cfg)
+    t = data.splits["train"].t
+    assert t is not None and t.dtype == torch.int64 and len(t) == len(data.splits["train"])
+    assert 874_000_000 < int(t.min()) and int(t.max()) < 894_000_000  # Sep 1997 - Apr 1998

@@ -115,7 +115,7 @@ try:
 
     # ---------------------------------------------------------------- model
     common = dict(gpu=-1, task="binary_classification", monitor="AUC", monitor_mode="max",
-                  save_best_only=True, early_stop_patience=100000, reduce_lr_on_plateau=True,
+                  save_best_only=True, early_stop_patience=spec.get("patience", 100000), reduce_lr_on_plateau=True,
                   embedding_regularizer=spec["embedding_l2"], net_regularizer=0, verbose=0,
                   model_root=os.path.join(work, "ckpt"), metrics=["AUC", "logloss"],
                   optimizer="adam", loss="binary_crossentropy", learning_rate=spec["lr"],

@@ -29,7 +29,8 @@ try:
     overrides = [
         "dataset=frappe_x1", f"teacher={spec['model']}", "distiller=none", "device=cpu",
         f"device.threads={spec['threads']}", f"seed={spec['seed']}", f"teacher_seed={spec['seed']}",
-        f"trainer.epochs={spec['epochs']}", "trainer.patience=100000", "trainer.progress=false",
+        f"trainer.epochs={spec['epochs']}", f"trainer.patience={spec.get('patience', 100000)}",
+        f"trainer.precision={spec.get('precision', 'fp32')}", "trainer.progress=false",
         f"trainer.batch_size={spec['batch_size']}", f"trainer.eval_batch_size={spec['eval_batch_size']}",
         f"trainer.lr={spec['lr']}", f"trainer.max_grad_norm={spec['max_grad_norm']}",
         f"paths.root={root}", f"paths.data_root={spec['data_dir']}",

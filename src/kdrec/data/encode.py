@@ -41,6 +41,7 @@ ENCODER_VERSION = 1  # bump when the encoding of the same inputs and config chan
 SPLITS = ("train", "valid", "test")
 ROW = "__row"
 SPLIT = "__split"
+TIME = "__time"  # optional int64 event time (unix seconds) a source may hand over; kept per row
 KINDS = ("categorical", "numeric")
 NUMERIC_TRANSFORMS = ("log_square", "log_square_ceil", "floor")
 _CHUNK = 1 << 24
@@ -374,7 +375,8 @@ def hash_split(lf: pl.LazyFrame, fractions: list[float], seed: int) -> pl.LazyFr
 @dataclass
 class Prepared:
     """What a source hands the encoder: one lazy frame of all rows holding ``label`` (float), one
-    string column per field (see ``tokens``) and ``__split`` (0 train, 1 valid, 2 test)."""
+    string column per field (see ``tokens``) and ``__split`` (0 train, 1 valid, 2 test); optionally
+    ``__time`` (int64 unix seconds), stored beside the ids and loaded as ``CTRSplit.t``."""
 
     combined: pl.LazyFrame
     files: list[Path]
@@ -437,6 +439,8 @@ def _encode(name, sig, final: Path, fields, opts, prepare, label, cfg_dict) -> N
             prepared.validate(src)
         vocab = fit_vocab(src.filter(pl.col(SPLIT) == 0), fields, opts)
         exprs = encode_exprs(fields, vocab)
+        if TIME in src.collect_schema().names():
+            exprs.append(pl.col(TIME).cast(pl.Int64))
         stats: dict[str, dict] = {}
         for i, split in enumerate(SPLITS):
             out = tmp / f"{split}.parquet"
@@ -482,7 +486,8 @@ def load_encoded(directory: Path, x_dtype: str = "int64", sig: str = "") -> CTRD
         df = pl.read_parquet(directory / f"{split}.parquet")
         x = torch.from_numpy(df.select(fmap.field_names).to_numpy(writable=True).astype(np.int32, copy=False))
         y = torch.from_numpy(df["label"].to_numpy(writable=True).astype(np.float32, copy=False))
-        splits[split] = CTRSplit(x.to(dtype), y)
+        t = torch.from_numpy(df[TIME].to_numpy(writable=True)) if TIME in df.columns else None
+        splits[split] = CTRSplit(x.to(dtype), y, t)
     return CTRDataset(fmap, splits, source_dir=directory, signature=sig or fmap.extra.get("signature", ""))
 
 

@@ -70,12 +70,13 @@ class FeatureMap:
 class CTRSplit:
     x: torch.Tensor  # int64 [N, F] local ids per field
     y: torch.Tensor  # float32 [N] in {0, 1}
+    t: torch.Tensor | None = None  # int64 [N] event time (unix seconds) where the source has one
 
     def __len__(self) -> int:
         return self.y.shape[0]
 
     def to(self, device) -> "CTRSplit":
-        return CTRSplit(self.x.to(device), self.y.to(device))
+        return CTRSplit(self.x.to(device), self.y.to(device), None if self.t is None else self.t.to(device))
 
 
 @dataclass

@@ -3,7 +3,9 @@ of one polars table (one row per job and role: the student, and its teacher once
 groups by configuration (every swept key but the seeds) with mean ± std and count.
 
 Writes ``results.parquet`` (one row per job and role), ``results.csv``, ``summary.md`` and
-``pareto.png`` (test metric vs per-sample FLOPs) into the output directory."""
+``pareto.png`` (test metric vs per-sample FLOPs) into the output directory, and, where a distilled
+student has its ``distiller=none`` twin, a paired t-test over seeds (``significance.csv``, also
+appended to ``summary.md``)."""
 
 from __future__ import annotations
 
@@ -44,6 +46,10 @@ def _cost(d: dict | None) -> dict[str, float]:
     return {k: float(d[k]) for k in keys if d and k in d}
 
 
+def _label(ov: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(ov.items()))
+
+
 def collect_rows(dirs: list[Path]) -> list[dict]:
     rows, seen_teachers = [], set()
     for root in dirs:
@@ -66,8 +72,11 @@ def collect_rows(dirs: list[Path]) -> list[dict]:
                 flops = json.loads(fjson.read_text())
             is_teacher_run = "distiller" not in m and "teacher_dir" in m
             role = "teacher" if is_teacher_run else "student"
-            label = " ".join(f"{k}={v}" for k, v in sorted(ov.items())) or m.get("model", "?")
-            rows.append({"role": role, "config": label, "model": m.get("model", "?"),
+            label = _label(ov) or m.get("model", "?")
+            baseline = None
+            if role == "student" and ov.get("distiller", m.get("distiller", "none")) != "none":
+                baseline = _label({**ov, "distiller": "none"})
+            rows.append({"role": role, "config": label, "baseline": baseline, "model": m.get("model", "?"),
                          "distiller": m.get("distiller", "-"), "dataset": m.get("dataset", "?"),
                          "seed": seed, "job": str(job), **_flat("valid", m.get("valid", {})),
                          **_flat("test", m.get("test", {})),
@@ -78,7 +87,7 @@ def collect_rows(dirs: list[Path]) -> list[dict]:
                 seen_teachers.add((t.get("dir"), tseed))
                 tov = {k: v for k, v in ov.items() if k.startswith(("teacher", "dataset"))}
                 tlabel = "teacher " + (" ".join(f"{k}={v}" for k, v in sorted(tov.items())) or t["model"])
-                rows.append({"role": "teacher", "config": tlabel, "model": t["model"],
+                rows.append({"role": "teacher", "config": tlabel, "baseline": None, "model": t["model"],
                              "distiller": "-", "dataset": m.get("dataset", "?"), "seed": tseed,
                              "job": str(t.get("dir")), **_flat("valid", t["valid"]),
                              **_flat("test", t["test"]),
@@ -141,8 +150,16 @@ def main(dirs: list[str], out: str | None = None) -> pl.DataFrame:
     atomic_write_bytes(out_dir / "results.parquet", buf.getvalue())
     atomic_write_text(out_dir / "results.csv", df.write_csv())
     table, md = render(summary)
-    atomic_write_text(out_dir / "summary.md", md)
+    from kdrec.report.significance import paired_tests, render_markdown
+
+    tests = paired_tests(df, headline_metrics(summary)[:2])
+    sig_md = render_markdown(tests)
+    if not tests.is_empty():
+        atomic_write_text(out_dir / "significance.csv", tests.write_csv())
+    atomic_write_text(out_dir / "summary.md", md + sig_md)
     Console(width=160).print(table)
+    if sig_md:
+        Console(width=160).print(sig_md)
     if "flops_per_sample" in df.columns and headline_metrics(summary):
         from kdrec.report.plot import pareto_plot
 

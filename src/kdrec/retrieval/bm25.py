@@ -45,7 +45,7 @@ class RetrievalConfig:
     # speed knobs (the result does not depend on them, ties aside)
     candidate_fields: list[str] | None = None  # None: auto (query fields with short posting lists)
     candidate_max_posting: int = 0  # auto rule: longest posting <= this (0: 2.5% of the pool, >= 1024)
-    pair_budget: int = 2_000_000  # candidate (query, row) pairs scored per chunk
+    pair_budget: int = 100_000  # candidate (query, row) pairs scored per chunk (cache-sized: 2M was 3x slower)
     dense_query_chunk: int = 64
     dense_pool_chunk: int = 32768
 

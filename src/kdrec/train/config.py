@@ -5,6 +5,9 @@ from dataclasses import dataclass, fields, replace
 from kdrec.models.registry import build_dataclass
 
 
+PRECISIONS = {"fp32": None, "bf16": "bfloat16"}
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings (conf/trainer/*.yaml). A model yaml's ``train:`` block or a distiller
@@ -22,6 +25,9 @@ class TrainConfig:
     lr_plateau_patience: int = 0
     min_lr: float = 1e-6
     max_grad_norm: float = 0.0  # 0 disables clipping
+    # "bf16": forward/backward under torch.autocast(bfloat16) (weights, optimizer and evaluation
+    # stay fp32). 3x faster MLPs on CPUs with AVX512-BF16/AMX and on GPUs; check AUC against fp32.
+    precision: str = "fp32"
     progress: bool = True
 
     @classmethod
@@ -31,7 +37,15 @@ class TrainConfig:
         for layer in layers:
             if layer:
                 merged.update(dict(layer))
-        return build_dataclass(cls, merged, "trainer")
+        cfg = build_dataclass(cls, merged, "trainer")
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        if self.precision not in PRECISIONS:
+            from kdrec.errors import ConfigError
+
+            raise ConfigError(f"trainer.precision: {self.precision!r} is not one of {sorted(PRECISIONS)}")
 
     def with_overrides(self, overrides: dict) -> "TrainConfig":
         if not overrides:
@@ -42,4 +56,6 @@ class TrainConfig:
             from kdrec.errors import ConfigError
 
             raise ConfigError(f"phase overrides: unknown trainer key(s) {bad}")
-        return replace(self, **overrides)
+        out = replace(self, **overrides)
+        out.check()
+        return out

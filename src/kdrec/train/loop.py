@@ -18,7 +18,7 @@ from kdrec.artifacts import atomic_torch_save, torch_load
 from kdrec.train import distributed as ddp
 from kdrec.distill.base import Phase
 from kdrec.errors import TrainingError
-from kdrec.train.config import TrainConfig
+from kdrec.train.config import PRECISIONS, TrainConfig
 
 log = logging.getLogger("kdrec")
 
@@ -121,6 +121,9 @@ def fit(phase: Phase, task, cfg: TrainConfig, *, ckpt_dir: Path, seed: int,
         log.info("phase %s: resuming at epoch %d from %s", phase.name, start_epoch, last_path)
 
     rank, world = ddp.rank(), ddp.world_size()
+    amp_dtype = PRECISIONS[cfg.precision]
+    autocast = torch.autocast(torch.device(task.device).type, dtype=getattr(torch, amp_dtype or "float32"),
+                              enabled=amp_dtype is not None)
     n_rows = task.num_rows("train")
     n_batches = math.ceil(n_rows / cfg.batch_size)
     stopped = "max_epochs"
@@ -140,7 +143,8 @@ def fit(phase: Phase, task, cfg: TrainConfig, *, ckpt_dir: Path, seed: int,
             for i, batch in enumerate(task.train_batches(gen, cfg.batch_size)):
                 if world > 1:
                     batch = ddp.shard_batch(batch, rank, world)
-                loss = phase.loss(batch)
+                with autocast:
+                    loss = phase.loss(batch).float()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if world > 1:

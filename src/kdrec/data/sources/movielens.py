@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from kdrec.data.encode import (EncodeOptions, Prepared, build_ctr, check_values, hash_split, open_table,
-                               parse_fields, resolve, tokens, ROW, SPLIT)
+                               parse_fields, resolve, tokens, ROW, SPLIT, TIME)
 from kdrec.data.registry import DataPaths, register_dataset
 from kdrec.data.spec import CTRDataset
 from kdrec.errors import ConfigError
@@ -34,6 +34,7 @@ class MovieLensCTRConfig:
     split: list = field(default_factory=lambda: [0.8, 0.1, 0.1])
     seed: int = 2024
     x_dtype: str = "int64"
+    keep_time: bool = True  # carry the rating's timestamp (for time-restricted retrieval)
 
 
 @register_dataset("movielens_100k", task="ctr", config=MovieLensCTRConfig)
@@ -87,6 +88,8 @@ def build(cfg: MovieLensCTRConfig, paths: DataPaths) -> CTRDataset:
               .join(items, on="item", how="left", maintain_order="left"))
         lf = hash_split(lf, opts.split, opts.seed)
         body = [pl.col("label"), *tokens(fields, opts)]
+        if cfg.keep_time:
+            body.append(pl.col("timestamp").str.strip_chars().cast(pl.Int64).alias(TIME))
         return Prepared(lf.select(*body, SPLIT), list(files.values()))
 
     return build_ctr("movielens_100k", cfg, paths, fields, opts, list(files.values()), prepare)
