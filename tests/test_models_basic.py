@@ -1,6 +1,7 @@
 import itertools
 
 import torch
+import pytest
 
 from kdrec.data.spec import FeatureMap, FieldInfo
 from kdrec.models.ctr.fm import fm_pairwise
@@ -64,3 +65,21 @@ def test_dropout_has_the_law_of_nn_dropout():
     assert abs(y.mean().item() - 1.0) < 0.01  # unbiased
     d.eval()
     assert torch.equal(d(x), x)
+
+
+def test_xavier_embedding_init_is_per_field():
+    import math
+
+    from kdrec.errors import ConfigError
+    from kdrec.models.layers.embedding import FieldEmbedding
+
+    torch.manual_seed(0)
+    emb = FieldEmbedding([5, 2000], 10, init="xavier")
+    small, large = emb.weight[:5], emb.weight[5:]
+    # xavier-uniform of each field's own table: |w| <= sqrt(6 / (V_f + D)), variance bound^2 / 3
+    assert small.abs().max() <= math.sqrt(6 / 15) and small.abs().max() > 0.3
+    bound = math.sqrt(6 / 2010)
+    assert large.abs().max() <= bound
+    assert abs(large.var().item() - bound**2 / 3) < 0.05 * bound**2
+    with pytest.raises(ConfigError, match="embed_init"):
+        FieldEmbedding([3], 4, init="zeros")

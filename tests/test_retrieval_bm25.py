@@ -190,3 +190,13 @@ def test_movielens_carries_timestamps(compose_cfg, tmp_path):
     t = data.splits["train"].t
     assert t is not None and t.dtype == torch.int64 and len(t) == len(data.splits["train"])
     assert 874_000_000 < int(t.min()) and int(t.max()) < 894_000_000  # Sep 1997 - Apr 1998
+
+
+def test_search_inside_bf16_autocast_is_fp32_and_unchanged():
+    g = torch.Generator().manual_seed(3)
+    pool = torch.randint(0, 6, (300, 4), generator=g)
+    index = FieldBM25(pool, [6] * 4, [f"f{i}" for i in range(4)], RetrievalConfig(k=5))
+    ids, s = index.search(pool[:50])
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as a lazy call from a bf16 training step
+        ids2, s2 = index.search(pool[:50])
+    assert s2.dtype == torch.float32 and torch.equal(s, s2) and torch.equal(ids, ids2)

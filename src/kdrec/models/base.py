@@ -26,6 +26,9 @@ class CTRModelConfig:
     """Fields shared by every CTR model config; subclasses add their own."""
 
     embed_dim: int = 10
+    # "normal": N(0, 1e-4) (FuxiCTR/BARS); "xavier": xavier-uniform of each field's table (the
+    # official DAGFM code's init)
+    embed_init: str = "normal"
 
 
 class CTRModel(nn.Module):
@@ -36,7 +39,7 @@ class CTRModel(nn.Module):
         self.cfg = cfg
         self.feature_map = feature_map
         self.num_fields = feature_map.num_fields
-        self.embedding = FieldEmbedding(feature_map.vocab_sizes, cfg.embed_dim)
+        self.embedding = FieldEmbedding(feature_map.vocab_sizes, cfg.embed_dim, init=cfg.embed_init)
 
     def score(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError

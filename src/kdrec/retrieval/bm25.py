@@ -277,7 +277,12 @@ class FieldBM25:
         """Top-K pool rows for each query row: (ids [B, K] int64, -1 padded; scores [B, K]).
 
         ``exclude[i]`` is a pool row id query i must not retrieve (itself; -1 for none);
-        ``query_time`` with the index's ``pool_time`` keeps only strictly earlier pool rows."""
+        ``query_time`` with the index's ``pool_time`` keeps only strictly earlier pool rows.
+        Always fp32: the task may call it lazily from inside a bf16 autocast training step."""
+        with torch.autocast(self.device.type, enabled=False):
+            return self._search(xq, exclude, query_time, stats)
+
+    def _search(self, xq, exclude, query_time, stats):
         stats = stats if stats is not None else RetrievalStats()
         stats.query_fields = len(self.qf)
         if (query_time is None) != (self.pool_time is None):
