@@ -45,6 +45,6 @@ class CIN(nn.Module):
         pooled = []
         for w, bias in zip(self.weights, self.biases):
             z = (x.unsqueeze(2) * e0.unsqueeze(1)).reshape(b * d, -1)  # [B*D, H_prev*F], (i, j) order
-            x = torch.addmm(bias, z, w.t())  # [B*D, H]
+            x = z @ w.t() + bias  # [B*D, H]; bias add kept apart: counted as elementwise like before
             pooled.append(x.view(b, d, -1).sum(1))
         return torch.cat(pooled, dim=1)
