@@ -178,6 +178,13 @@ def test_time_restricted_store_on_timestamped_data(tmp_path):
         first = int(torch.argmin(data.splits[split].t))
         if not (pool_t < data.splits[split].t[first]).any():
             assert (ids[first] == -1).all()
+    # served online (benchmarks, LiveRetrieval), a query comes after the whole pool
+    from kdrec.retrieval.store import serve_search
+
+    q = data.splits["test"].x[:20]
+    _, s_served = serve_search(task.retrieval, cfg, q)
+    _, s_all = task.retrieval.index(RetrievalConfig(k=5)).search(q)
+    assert torch.allclose(s_served, s_all)
 
 
 def test_movielens_carries_timestamps(compose_cfg, tmp_path):

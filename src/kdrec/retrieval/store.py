@@ -138,9 +138,18 @@ class LiveRetrieval(nn.Module):
         self.stats = RetrievalStats()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cfg = self.model.retrieval_config
-        ids, _ = self.store.index(cfg).search(x, stats=self.stats)
+        ids, _ = serve_search(self.store, self.model.retrieval_config, x, self.stats)
         return self.model(x, *self.store.gather(ids))
+
+
+def serve_search(store: RetrievalStore, cfg: RetrievalConfig, x: torch.Tensor,
+                 stats: RetrievalStats | None = None):
+    """Search as served online: a live query comes after every pool row, so a time-restricted
+    index sees the whole pool (query time = the largest int64)."""
+    qt = None
+    if cfg.time_restricted:
+        qt = torch.full((x.shape[0],), torch.iinfo(torch.int64).max, dtype=torch.int64, device=x.device)
+    return store.index(cfg).search(x, query_time=qt, stats=stats)
 
 
 def profile_retrieval_model(store: RetrievalStore, model: nn.Module, sample: torch.Tensor,
@@ -152,7 +161,7 @@ def profile_retrieval_model(store: RetrievalStore, model: nn.Module, sample: tor
 
     cfg = model.retrieval_config
     stats = RetrievalStats()
-    ids, _ = store.index(cfg).search(sample, stats=stats)
+    ids, _ = serve_search(store, cfg, sample, stats)
     out = {**count_flops(model, sample, *store.gather(ids), batch=sample.shape[0]),
            **param_counts(model)}
     out["flops_model"] = out["flops_per_sample"]
@@ -164,6 +173,6 @@ def profile_retrieval_model(store: RetrievalStore, model: nn.Module, sample: tor
         big = sample.repeat((4096 + sample.shape[0] - 1) // sample.shape[0], 1)[:4096]
         out["latency_ms_b1"] = latency_ms(live, sample[:1], repeats=repeats * 5)
         out["latency_ms_b4096"] = latency_ms(live, big, repeats=max(3, repeats // 4))
-        nb = store.gather(store.index(cfg).search(sample[:1])[0])
+        nb = store.gather(serve_search(store, cfg, sample[:1])[0])
         out["latency_ms_b1_model_only"] = latency_ms(model, sample[:1], *nb, repeats=repeats * 5)
     return out
