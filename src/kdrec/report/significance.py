@@ -103,8 +103,11 @@ def render_markdown(tests: pl.DataFrame) -> str:
     lines = ["", "Paired t-test over seeds (distiller vs the same student with distiller=none):", "",
              "| config | metric | n | mean diff | std diff | t | p (two-sided) |", "|---|---|---|---|---|---|---|"]
     for r in tests.iter_rows(named=True):
+        def num(v, spec):  # n = 1 has no spread: show a dash, not nan
+            return "-" if v != v else format(v, spec)
+
         lines.append(f"| {r['config']} | {r['metric']} | {r['n']} | {r['diff_mean']:+.4f} | "
-                     f"{r['diff_std']:.4f} | {r['t']:.2f} | {r['p']:.3g} |")
+                     f"{num(r['diff_std'], '.4f')} | {num(r['t'], '.2f')} | {num(r['p'], '.3g')} |")
     return "\n".join(lines) + "\n"
 
 
