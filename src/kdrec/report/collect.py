@@ -86,7 +86,7 @@ def collect_rows(dirs: list[Path]) -> list[dict]:
             if t and (t.get("dir"), tseed) not in seen_teachers:
                 seen_teachers.add((t.get("dir"), tseed))
                 tov = {k: v for k, v in ov.items() if k.startswith(("teacher", "dataset"))}
-                tlabel = "teacher " + (" ".join(f"{k}={v}" for k, v in sorted(tov.items())) or t["model"])
+                tlabel = "teacher " + (_label(tov) or t["model"])
                 rows.append({"role": "teacher", "config": tlabel, "baseline": None, "model": t["model"],
                              "distiller": "-", "dataset": m.get("dataset", "?"), "seed": tseed,
                              "job": str(t.get("dir")), **_flat("valid", t["valid"]),

@@ -97,17 +97,18 @@ def paired_tests(df: pl.DataFrame, metrics: list[str]) -> pl.DataFrame:
     return pl.DataFrame(out)
 
 
+def _num(v: float, spec: str) -> str:
+    return "-" if v != v else format(v, spec)  # n = 1 has no spread: a dash, not nan
+
+
 def render_markdown(tests: pl.DataFrame) -> str:
     if tests.is_empty():
         return ""
     lines = ["", "Paired t-test over seeds (distiller vs the same student with distiller=none):", "",
              "| config | metric | n | mean diff | std diff | t | p (two-sided) |", "|---|---|---|---|---|---|---|"]
     for r in tests.iter_rows(named=True):
-        def num(v, spec):  # n = 1 has no spread: show a dash, not nan
-            return "-" if v != v else format(v, spec)
-
         lines.append(f"| {r['config']} | {r['metric']} | {r['n']} | {r['diff_mean']:+.4f} | "
-                     f"{num(r['diff_std'], '.4f')} | {num(r['t'], '.2f')} | {num(r['p'], '.3g')} |")
+                     f"{_num(r['diff_std'], '.4f')} | {_num(r['t'], '.2f')} | {_num(r['p'], '.3g')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+import torch
+
+from kdrec.errors import ConfigError
 from kdrec.models.registry import build_dataclass
 
-
-PRECISIONS = {"fp32": None, "bf16": "bfloat16"}
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # autocast dtype (None: autocast off)
 
 
 @dataclass
@@ -43,8 +45,6 @@ class TrainConfig:
 
     def check(self) -> None:
         if self.precision not in PRECISIONS:
-            from kdrec.errors import ConfigError
-
             raise ConfigError(f"trainer.precision: {self.precision!r} is not one of {sorted(PRECISIONS)}")
 
     def with_overrides(self, overrides: dict) -> "TrainConfig":
@@ -53,8 +53,6 @@ class TrainConfig:
         names = {f.name for f in fields(self)}
         bad = sorted(set(overrides) - names)
         if bad:
-            from kdrec.errors import ConfigError
-
             raise ConfigError(f"phase overrides: unknown trainer key(s) {bad}")
         out = replace(self, **overrides)
         out.check()

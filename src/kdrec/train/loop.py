@@ -122,8 +122,7 @@ def fit(phase: Phase, task, cfg: TrainConfig, *, ckpt_dir: Path, seed: int,
 
     rank, world = ddp.rank(), ddp.world_size()
     amp_dtype = PRECISIONS[cfg.precision]
-    autocast = torch.autocast(torch.device(task.device).type, dtype=getattr(torch, amp_dtype or "float32"),
-                              enabled=amp_dtype is not None)
+    autocast = torch.autocast(torch.device(task.device).type, dtype=amp_dtype, enabled=amp_dtype is not None)
     n_rows = task.num_rows("train")
     n_batches = math.ceil(n_rows / cfg.batch_size)
     stopped = "max_epochs"
