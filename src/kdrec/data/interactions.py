@@ -20,7 +20,8 @@ from typing import Callable
 import polars as pl
 import torch
 
-from kdrec.artifacts import atomic_write_bytes, atomic_write_text, file_digest, signature
+from kdrec.artifacts import file_digest, signature
+from kdrec.cache import cached_dir
 from kdrec.errors import DataError
 
 log = logging.getLogger("kdrec")
@@ -156,21 +157,18 @@ def encode_cached(name: str, raw_files: list[Path], params: dict, cache_root: Pa
             raise DataError(f"dataset {name}: raw file {p} not found (set KDREC_DATA_DIR or paths.data_root)")
     sig = signature(file_digest(raw_files), params)
     out = Path(cache_root) / f"{name}-{sig}"
-    pq, meta = out / "interactions.parquet", out / "feature_map.json"
-    if pq.is_file() and meta.is_file():
-        df = pl.read_parquet(pq)
-        m = json.loads(meta.read_text())
-    else:
+
+    def build(tmp: Path) -> None:
         df, n_users, n_items = encode()
         m = {"kind": "topk", "dataset": name, "num_users": n_users, "num_items": n_items,
              "rows": {s: int((df["split"] == i).sum()) for i, s in enumerate(SPLITS)}}
-        import io
-
-        buf = io.BytesIO()
-        df.write_parquet(buf)
-        atomic_write_bytes(pq, buf.getvalue())
-        atomic_write_text(meta, json.dumps(m, indent=2))
+        df.write_parquet(tmp / "interactions.parquet")
+        (tmp / "feature_map.json").write_text(json.dumps(m, indent=2))
         log.info("dataset %s: encoded %d interactions into %s", name, df.height, out)
+
+    cached_dir(out, build, what=f"dataset {name} encoding")
+    df = pl.read_parquet(out / "interactions.parquet")
+    m = json.loads((out / "feature_map.json").read_text())
     t = lambda c: torch.from_numpy(df[c].to_numpy().astype("int64"))  # noqa: E731
     return build_dataset(name, t("user"), t("item"), t("split"), m["num_users"], m["num_items"],
                          sig, valid_is, out)
