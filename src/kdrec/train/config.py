@@ -36,7 +36,7 @@ class TrainConfig:
     max_grad_norm: float = field(default=0.0, metadata=ge(0))  # 0 disables clipping
     # training stops with an error when the task's validation loss (CTR: logloss) exceeds this
     # multiple of its first evaluation (divergence; 0 disables the check)
-    divergence_factor: float = field(default=10.0, metadata=ge(0))
+    divergence_factor: float = field(default=50.0, metadata=ge(0))
     # "bf16": forward/backward under torch.autocast(bfloat16) (weights, optimizer and evaluation
     # stay fp32). 3x faster MLPs on CPUs with AVX512-BF16/AMX and on GPUs; check AUC against fp32.
     precision: str = field(default="fp32", metadata=one_of(*PRECISIONS))
