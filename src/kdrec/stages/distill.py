@@ -1,16 +1,22 @@
 """`kdrec distill`: teacher from the signature cache (pretrained first if missing), then the
 distiller's phases on the student, then metrics, FLOPs and the student checkpoint
-(:mod:`kdrec.pipeline`); ``device=ddp`` hands the same pipeline to torchrun workers."""
+(:mod:`kdrec.pipeline`); ``device=ddp`` hands the same pipeline to torchrun workers. Epoch
+figures go to the configured ``logger=`` (the teacher's pretraining as ``teacher/<phase>``); the
+Hydra main returns the student's monitored valid metric (``hydra/sweeper=optuna`` tunes it)."""
 
 from __future__ import annotations
 
 import hydra
 from omegaconf import DictConfig
 
+from kdrec.cache import is_complete
 from kdrec.config import config_dir
+from kdrec.distill.base import get_distiller_class
 from kdrec.pipeline import distill
-from kdrec.runtime import prepare, run_dir
+from kdrec.runtime import Runtime, prepare, run_dir
 from kdrec.stages.output import console, guarded, print_metrics_table
+from kdrec.teachers import get_teacher, teacher_dir
+from kdrec.tracking import Session, objective, session
 
 
 def print_result(cfg: DictConfig, metrics: dict) -> None:
@@ -20,14 +26,27 @@ def print_result(cfg: DictConfig, metrics: dict) -> None:
     print_metrics_table(f"distill on {cfg.dataset.name}", rows)
 
 
+def pretrain_logged(rt: Runtime, tr: Session) -> None:
+    """Pretrain a missing teacher here, so that its epochs are logged as the teacher's; the
+    pipeline then finds it cached."""
+    cfg = rt.cfg
+    if get_distiller_class(cfg.distiller.name).needs_teacher and not is_complete(teacher_dir(cfg, rt.data)):
+        get_teacher(cfg, rt.data, rt.task, console=console, loggers=tr.scoped("teacher"))
+
+
 @guarded
 def run(cfg: DictConfig) -> dict:
-    if cfg.device.type == "ddp":
-        from kdrec.stages.ddp import launch
+    out = run_dir(cfg)
+    with session(cfg, "distill", out) as tr:
+        if cfg.device.type == "ddp":
+            from kdrec.stages.ddp import launch
 
-        metrics = launch(cfg, run_dir(cfg))
-    else:
-        metrics = distill(prepare(cfg), run_dir(cfg), console=console)
+            metrics = launch(cfg, out)
+        else:
+            rt = prepare(cfg)
+            pretrain_logged(rt, tr)
+            metrics = distill(rt, out, console=console, loggers=tr.loggers)
+        tr.result(metrics)
     if "valid" in metrics:
         print_result(cfg, metrics)
     return metrics
@@ -35,4 +54,4 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    return run(cfg)
+    return objective(cfg.dataset.name, run(cfg).get("valid"))

@@ -17,6 +17,7 @@ from kdrec.errors import KdrecError
 from kdrec.runs import load_models, load_run_config
 from kdrec.runtime import prepare, run_dir
 from kdrec.stages.output import guarded
+from kdrec.tracking import record
 
 log = logging.getLogger("kdrec")
 
@@ -44,15 +45,12 @@ def export_student(student: torch.nn.Module, example: torch.Tensor, out_dir: Pat
 
 @guarded
 def run(cfg: DictConfig) -> dict:
-    rdir, run_cfg = load_run_config(cfg.run, "export")
-    if not (rdir / "student.pt").is_file():
-        raise KdrecError(f"export: {rdir} holds no student.pt: export needs a finished distill run")
-    run_cfg.paths, run_cfg.device = cfg.paths, cfg.device
+    rdir, run_cfg = load_run_config(cfg, "export", needs_student=True)
     rt = prepare(run_cfg)
     task, data = rt.task, rt.data
     if task.kind != "ctr":
-        raise KdrecError(f"export supports CTR students; this run's task is {task.kind!r}")
-    student = next(m for k, m in load_models(run_cfg, rdir, task, data).items() if k.startswith("student"))
+        raise KdrecError(f"export: only CTR students can be exported; this run's task is {task.kind!r}")
+    student = next(m for k, m in load_models(run_cfg, rdir, task, data, "export").items() if k.startswith("student"))
     out = run_dir(cfg)
     path = export_student(student, task.splits["test"].x[:8], out)
     task.feature_map.save(out / "feature_map.json")
@@ -60,6 +58,7 @@ def run(cfg: DictConfig) -> dict:
             "feature_map": str(out / "feature_map.json"), "input": "int64 [batch, num_fields] field-local ids",
             "output": "float32 [batch] logits"}
     atomic_write_json(out / "export.json", info)
+    record(run_cfg, "export", out, {}, source=rdir)
     log.info("exported %s to %s", run_cfg.student.name, path)
     return info
 
