@@ -58,6 +58,10 @@ def test_tune_kd_three_trials_one_teacher_one_parent_run(cli, outputs):
         assert c.info.status == "FINISHED"
         assert float(c.data.params["distiller.alpha"]) == pytest.approx(alpha)
         assert c.data.metrics["valid_auc"] == pytest.approx(auc, abs=1e-12)
+    arts = {a.path for a in client.list_artifacts(children[0].info.run_id)}
+    assert {"metrics.json", "epochs.csv", "distill.log", "hydra"} <= arts
+    assert {a.path for a in client.list_artifacts(children[0].info.run_id, "hydra")} >= {
+        "hydra/config.yaml", "hydra/overrides.yaml"}
 
 
 def test_wrong_direction_is_refused_before_training(cli, outputs):

@@ -233,6 +233,7 @@ def _check_structure(t: TableFile, quoted: bool) -> int:
             if block:
                 if not len(ends):
                     if len(data) > _MAX_RECORD:
+                        _check_quotes(t, arr, qpos, nl, line_no, len(data))
                         raise _unclosed_quote(t, line_no)
                     carry = data
                     continue
@@ -240,9 +241,12 @@ def _check_structure(t: TableFile, quoted: bool) -> int:
                 body, carry = data[:cut], data[cut:]
             else:
                 if qpos is not None and len(qpos) % 2:
+                    _check_quotes(t, arr, qpos, nl, line_no, len(data))
                     raise _unclosed_quote(t, line_no + int(np.searchsorted(nl, ends[-1], side="right")
                                                            if len(ends) else 0))
                 body, carry = data, b""
+            if qpos is not None and len(qpos):
+                _check_quotes(t, arr, qpos, nl, line_no, len(body))
             arr = arr[:len(body)]
             if t.utf8 and (arr >= 0x80).any():
                 try:
@@ -281,6 +285,33 @@ def _check_structure(t: TableFile, quoted: bool) -> int:
             if not block:
                 break
     return records - (1 if t.header else 0)
+
+
+def _check_quotes(t: TableFile, arr: np.ndarray, qpos: np.ndarray, nl: np.ndarray, line_no: int,
+                  upto: int) -> None:
+    """RFC 4180 places quotes only around a whole field (``"a, b"``) or doubled inside one
+    (``"say ""hi"" now"``): by parity, an opening quote follows a separator, a line start or another
+    quote, and a closing one precedes a separator, a line end or another quote. Anything else (a
+    quote inside an unquoted field: ``5" screen``) would make the separator count disagree with
+    the parser, so it is reported with a way out."""
+    q = qpos[qpos < upto]
+    if not len(q):
+        return
+    sep = ord(t.separator)
+    prev = np.where(q > 0, arr[np.maximum(q - 1, 0)], 10)
+    nxt = np.where(q + 1 < len(arr), arr[np.minimum(q + 1, len(arr) - 1)], 10)
+    opens = (prev == sep) | (prev == 10) | (prev == QUOTE)
+    closes = (nxt == sep) | (nxt == 10) | (nxt == 13) | (nxt == QUOTE)
+    bad = np.where(np.arange(len(q)) % 2 == 0, ~opens, ~closes)
+    if not bad.any():
+        return
+    pos = int(q[np.flatnonzero(bad)[0]])
+    start = int(nl[np.searchsorted(nl, pos) - 1]) + 1 if np.searchsorted(nl, pos) > 0 else 0
+    end = int(nl[np.searchsorted(nl, pos)]) if np.searchsorted(nl, pos) < len(nl) else len(arr)
+    text = _decode_line(arr[start:end].tobytes())
+    raise DataError(f"{t.path}: line {line_no + int(np.searchsorted(nl, pos))}: a '\"' in the middle of a "
+                    f"field ({text[:120]!r}); RFC 4180 quotes whole fields (\"5\"\" wide\"). If '\"' is "
+                    "plain text in this file, set dataset.quoted=false")
 
 
 def _unclosed_quote(t: TableFile, line: int) -> DataError:

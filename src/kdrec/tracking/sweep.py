@@ -41,7 +41,7 @@ class MlflowSweepRun(Callback):
         stage = str(config.hydra.job.name).replace("_", "-")
         run = client.create_run(exp_id, run_name=f"sweep {stage} {sweep_dir.name}", tags={
             "kdrec.stage": stage, "kdrec.sweep_dir": str(sweep_dir.resolve()),
-            **{str(k): str(v) for k, v in conf.tags.items()}})
+            **{str(k): str(v) for k, v in (conf.tags or {}).items()}})
         overrides = list(config.hydra.overrides.task)
         params = {"sweep_overrides": " ".join(overrides)[:6000]}
         sweeper = config.hydra.get("sweeper") or {}

@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -32,7 +32,7 @@ class MlflowConfig:
     tracking_uri: str | None = None  # null: sqlite store under <paths.root>/mlflow/
     experiment_name: str = "kdrec"
     run_name: str | None = None  # null: stage, dataset and models (e.g. "distill synthetic dnn->fm (kd)")
-    tags: dict = field(default_factory=dict)  # extra tags on every run
+    tags: dict | None = None  # extra tags on every run
     artifacts: bool = True  # log the run directory's result files (metrics.json, flops.json, plots, ...)
     epochs_csv: bool = True  # also write <run dir>/epochs.csv
 
@@ -92,7 +92,7 @@ class MlflowLogger(RunLogger):
         self.conf, self.info = conf, info
         self.client, exp_id = open_store(conf, info.cfg.paths.root)
         tags = {"kdrec.stage": info.stage, "kdrec.run_dir": str(info.out.resolve()),
-                **{str(k): str(v) for k, v in conf.tags.items()}}
+                **{str(k): str(v) for k, v in (conf.tags or {}).items()}}
         if info.source is not None:
             tags["kdrec.source_run"] = str(info.source.resolve())
         parent = read_parent(info.sweep_dir)
