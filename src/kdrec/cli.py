@@ -81,13 +81,14 @@ def _guard(fn):
         from rich.console import Console
         from rich.markup import escape
 
-        Console(stderr=True).print(f"[bold red]kdrec error:[/] {escape(str(exc))}", highlight=False)
+        # soft_wrap: one line however narrow the terminal (or a pipe's 80 columns)
+        Console(stderr=True).print(f"[bold red]kdrec error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         from rich.console import Console
 
         Console(stderr=True).print("interrupted: jobs in flight were stopped and are not counted as done "
-                                   "(a rerun continues them)", highlight=False)
+                                   "(a rerun continues them)", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
 
 

@@ -42,7 +42,7 @@ def run(name: str, overrides: list[str], workers: int = 1, threads: int = 0, fro
     console = Console(width=160, highlight=False)
 
     def say(msg: str) -> None:
-        console.print(escape(msg))
+        console.print(escape(msg), soft_wrap=True)
 
     if workers < 1:
         raise KdrecError(f"table: --workers must be >= 1, got {workers}")

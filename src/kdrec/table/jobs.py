@@ -111,7 +111,7 @@ def compose_row(compose, spec: TableSpec, row: Row, extra: list[str]) -> DictCon
     try:
         cfg = compose("config", overrides=overrides)
     except Exception as exc:  # Hydra's composition errors: unknown option, bad override syntax
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = " ".join(str(exc).split("Config search path")[0].split()) or type(exc).__name__
         raise ConfigError(f"table {spec.name}, row {row.id}: overrides {overrides} do not compose: {msg}") from None
     try:
         check_config(cfg)

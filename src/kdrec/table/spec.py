@@ -216,7 +216,8 @@ def load_table(name: str) -> TableSpec:
             w = f"{where} row {r.id}" + (f" (group {gid})" if gid else "")
             overrides = tuple(_fill(o, values, w) for o in (*cfg.overrides, *(g.overrides if g else []), *r.overrides))
             teacher = full(r.teacher or cfg.teacher)
-            baseline = full(r.baseline or cfg.baseline)
+            # a teacher row is compared with a baseline only when it names one itself
+            baseline = full(r.baseline or (cfg.baseline if r.stage != "pretrain-teacher" else None))
             rid = f"{gid}/{r.id}" if gid else r.id
             expanded.append(Row(rid, r.id, gid, (g.label or g.id) if g else "", _fill(r.label or r.id, values, w),
                                 r.stage, overrides, teacher if teacher != rid else None,
