@@ -296,3 +296,15 @@ def test_stopping_the_table_stops_its_jobs_and_counts_nothing(outputs, tmp_path,
         if proc.poll() is None:
             proc.kill()
         log.close()
+
+
+def test_a_job_another_process_runs_is_left_to_it(cli, outputs):
+    from filelock import FileLock
+
+    job = plan(load_table("smoke"), [], seeds=[1], rows=["teacher"]).jobs[0]
+    job.run_dir.parent.mkdir(parents=True)
+    with FileLock(str(job.run_dir) + ".lock"):  # as a second `kdrec table` running it would
+        proc = cli("table", "smoke", "--rows", "teacher", "--seeds", "1", check=False)
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert "skipped, another process runs it" in out and "being run by another process" in out
+    assert proc.returncode == 2 and not job.result_path.exists() and not (job.run_dir / "metrics.json").exists()

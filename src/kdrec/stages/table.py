@@ -61,11 +61,15 @@ def run(name: str, overrides: list[str], workers: int = 1, threads: int = 0, fro
         threads = threads or os.cpu_count() or 1
         outcome = run_jobs(plan, workers, max(1, threads // workers), say)
         failed = outcome.failed
-        notes = measure_latency(plan, latency, say)
+        if outcome.busy:
+            notes.append(f"{len(outcome.busy)} job(s) were being run by another process: "
+                         + ", ".join(j.name for j in outcome.busy) + "; run the table again once they finish")
+        # latency only when no training runs: not while another process still runs jobs of this table
+        notes += measure_latency(plan, "skip" if outcome.busy else latency, say)
     found = {j: r for j in plan.jobs if (r := results.load(j.result_path)) is not None}
     if not found:
-        raise KdrecError(f"table {spec.name}: no finished job in {plan.results}"
-                         + ("" if from_results else " (every job failed)"))
+        why = "; ".join(notes) or ("every job failed (see above)" if failed else "")
+        raise KdrecError(f"table {spec.name}: no finished job in {plan.results}" + (f": {why}" if why else ""))
     built = report_table.build(spec, plan.jobs, found, plan.seeds, command_line(name, plan.extra), plan.results)
     out_dir = Path(out) if out else plan.outputs
     written = report_table.write(built, spec, out_dir)

@@ -18,6 +18,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from kdrec.table import results
 from kdrec.table.jobs import Job, Plan
 
@@ -88,6 +90,7 @@ class Outcome:
     ran: list[Job] = field(default_factory=list)
     failed: list[tuple[Job, str]] = field(default_factory=list)
     interrupted: list[Job] = field(default_factory=list)
+    busy: list[Job] = field(default_factory=list)  # run by another process meanwhile
 
 
 class Launcher:
@@ -134,6 +137,17 @@ class Launcher:
                 p.kill()
 
 
+def claim_job(job: Job) -> FileLock | None:
+    """The job's lock (held while it runs), or None if another process holds it."""
+    job.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(job.run_dir) + ".lock", is_singleton=False, thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return None
+    return lock
+
+
 def tail(log: Path, n: int = TAIL_LINES) -> str:
     try:
         with open(log, "rb") as fh:
@@ -167,9 +181,29 @@ def run_jobs(plan: Plan, workers: int, threads: int, say) -> Outcome:
 
     def work() -> None:
         while (job := sched.take()) is not None:
+            try:
+                run_one(job)
+            except Exception as exc:  # e.g. a full disk: this job failed, the others go on
+                with lock:
+                    out.failed.append((job, f"{type(exc).__name__}: {exc}"))
+                say(f"  FAILED {job.name}: {type(exc).__name__}: {exc}")
+                sched.finish(job, False)
+
+    def run_one(job: Job) -> None:
+        with lock:
+            counter["started"] += 1
+            k = counter["started"]
+        claim = claim_job(job)
+        if claim is None:  # another `kdrec table` (here or on a machine sharing the tree) runs it
+            say(f"[{k}/{len(todo)}] {job.name}: skipped, another process runs it ({job.run_dir})")
             with lock:
-                counter["started"] += 1
-                k = counter["started"]
+                out.busy.append(job)
+            sched.finish(job, False)
+            return
+        try:
+            if is_done(job):  # it finished there while this table was planning
+                sched.finish(job, True)
+                return
             say(f"[{k}/{len(todo)}] {job.name}: {job.stage} {' '.join(job.overrides)}")
             t0 = time.time()
             rc, log = launcher.run(job.stage, job_overrides(job, threads), job.run_dir)
@@ -177,17 +211,20 @@ def run_jobs(plan: Plan, workers: int, threads: int, say) -> Outcome:
             ok = rc == 0 and (job.run_dir / "metrics.json").is_file()
             if ok:
                 results.save(job.result_path, results.from_run(job, seconds=round(secs, 1)))
-                with lock:
-                    out.ran.append(job)
-                say(f"  done {job.name} in {secs:.0f} s -> {job.result_path}")
+        finally:
+            claim.release()
+        with lock:
+            if ok:
+                out.ran.append(job)
             elif launcher.stopping:
-                with lock:
-                    out.interrupted.append(job)
+                out.interrupted.append(job)
             else:
-                with lock:
-                    out.failed.append((job, str(log)))
-                say(f"  FAILED {job.name} (exit {rc}); log {log}:\n{tail(log)}")
-            sched.finish(job, ok)
+                out.failed.append((job, str(log)))
+        if ok:
+            say(f"  done {job.name} in {secs:.0f} s -> {job.result_path}")
+        elif not launcher.stopping:
+            say(f"  FAILED {job.name} (exit {rc}); log {log}:\n{tail(log)}")
+        sched.finish(job, ok)
 
     pool = [threading.Thread(target=work, name=f"table-worker-{i}", daemon=True) for i in range(workers)]
     for t in pool:
