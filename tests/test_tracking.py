@@ -130,3 +130,12 @@ def test_bad_logger_settings_are_refused(compose_cfg, tmp_path):
     cfg = compose_cfg(*SMOKE, "logger=csv", "+logger.filenme=x.csv")
     with pytest.raises(KdrecError, match="filenme"):
         build_backends(cfg, RunInfo("distill", tmp_path, cfg))
+
+
+def test_every_logger_yaml_names_a_registered_logger(compose_cfg):
+    from kdrec.config import config_dir
+    from kdrec.tracking import LOGGERS
+
+    conf = Path(config_dir()) / "logger"
+    named = {compose_cfg(f"logger={p.stem}").logger.name for p in conf.glob("*.yaml")}
+    assert named == set(LOGGERS.names()) == {"csv", "tensorboard", "mlflow", "none"}
