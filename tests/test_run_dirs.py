@@ -45,11 +45,19 @@ def test_run_based_stages_use_the_runs_own_data_root(tmp_path, cli, outputs):
     assert bad.returncode == 2 and "nowhere" in bad.stdout + bad.stderr
 
 
-def test_run_stage_errors_name_the_stage(tmp_path, cli):
-    proc = cli("export", check=False)
-    out = " ".join((proc.stdout + proc.stderr).split())
-    assert proc.returncode == 2 and "export needs run=<run directory> (a finished distill run)" in out
+def test_run_stage_errors_name_the_stage(tmp_path, compose_cfg, caplog):
+    import importlib
+
+    import pytest
+
+    def error_of(stage: str, *overrides: str) -> str:
+        module = importlib.import_module(f"kdrec.stages.{stage.replace('-', '_')}")
+        caplog.clear()
+        with pytest.raises(SystemExit) as exc:
+            module.run(compose_cfg(f"paths.root={tmp_path / 'out'}", *overrides))
+        assert exc.value.code == 2
+        return caplog.records[-1].getMessage()
+
+    assert error_of("export") == "export needs run=<run directory> (a finished distill run)"
     for stage in ("evaluate", "benchmark-flops", "export"):
-        proc = cli(stage, f"run={tmp_path}", check=False)
-        out = " ".join((proc.stdout + proc.stderr).split())
-        assert proc.returncode == 2 and f"{stage}: {tmp_path} is not a kdrec run directory" in out
+        assert error_of(stage, f"run={tmp_path}").startswith(f"{stage}: {tmp_path} is not a kdrec run directory")

@@ -87,9 +87,9 @@ def flat_config(cfg: DictConfig) -> dict[str, str | int | float | bool]:
 
 def result_files(out: Path) -> list[tuple[Path, str]]:
     """(file, folder in the tracker) for the run directory's results: JSON (metrics, flops,
-    evaluation, export), tables, plots, the stage log, and the Hydra config snapshot; never
-    checkpoints."""
-    keep = {".json", ".csv", ".md", ".png", ".svg", ".yaml", ".log", ".txt"}
+    evaluation, export), tables, plots, the stage log, the Hydra config snapshot and an exported
+    program (``student.pt2`` / ``.ts``); never training checkpoints."""
+    keep = {".json", ".csv", ".md", ".png", ".svg", ".yaml", ".log", ".txt", ".pt2", ".ts"}
     files = [(p, "") for p in sorted(out.iterdir()) if p.is_file() and p.suffix in keep
              and not p.name.startswith(".")] if out.is_dir() else []
     hydra = out / ".hydra"
