@@ -9,14 +9,11 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from kdrec.cache import is_complete
 from kdrec.config import config_dir
-from kdrec.distill.base import get_distiller_class
 from kdrec.pipeline import distill
-from kdrec.runtime import Runtime, prepare, run_dir
+from kdrec.runtime import prepare, run_dir
 from kdrec.stages.output import console, guarded, print_metrics_table
-from kdrec.teachers import get_teacher, teacher_dir
-from kdrec.tracking import Session, objective, session
+from kdrec.tracking import objective, session
 
 
 def print_result(cfg: DictConfig, metrics: dict) -> None:
@@ -24,14 +21,6 @@ def print_result(cfg: DictConfig, metrics: dict) -> None:
     if "teacher" in metrics:
         rows = {f"teacher {cfg.teacher.name}": metrics["teacher"], **rows}
     print_metrics_table(f"distill on {cfg.dataset.name}", rows)
-
-
-def pretrain_logged(rt: Runtime, tr: Session) -> None:
-    """Pretrain a missing teacher here, so that its epochs are logged as the teacher's; the
-    pipeline then finds it cached."""
-    cfg = rt.cfg
-    if get_distiller_class(cfg.distiller.name).needs_teacher and not is_complete(teacher_dir(cfg, rt.data)):
-        get_teacher(cfg, rt.data, rt.task, console=console, loggers=tr.scoped("teacher"))
 
 
 @guarded
@@ -43,9 +32,8 @@ def run(cfg: DictConfig) -> dict:
 
             metrics = launch(cfg, out)
         else:
-            rt = prepare(cfg)
-            pretrain_logged(rt, tr)
-            metrics = distill(rt, out, console=console, loggers=tr.loggers)
+            metrics = distill(prepare(cfg), out, console=console, loggers=tr.loggers,
+                              teacher_loggers=tr.scoped("teacher"))
         tr.result(metrics)
     if "valid" in metrics:
         print_result(cfg, metrics)
