@@ -1,6 +1,9 @@
 """`kdrec export run=<dir>`: the run's student as a ``torch.export`` program (``student.pt2``,
 dynamic batch size) plus its feature map, ready for serving without kdrec's training code.
-Falls back to TorchScript (``student.ts``) for a model ``torch.export`` cannot trace."""
+A model with an inference form (``serving_module()``, e.g. DAGFM: edge maps with the DAG mask
+folded in, batch-last layout) is exported in that form, so the program holds the derived weights
+as constants instead of recomputing them per call. Falls back to TorchScript (``student.ts``) for
+a model ``torch.export`` cannot trace."""
 
 from __future__ import annotations
 
@@ -22,8 +25,15 @@ from kdrec.tracking import record
 log = logging.getLogger("kdrec")
 
 
+def serving_form(model: torch.nn.Module) -> torch.nn.Module:
+    """What to export for ``model``: its inference form for every batch size where it has one."""
+    model.eval()
+    make = getattr(model, "serving_module", None)
+    return make(small_batch=False) if make is not None else model
+
+
 def export_student(student: torch.nn.Module, example: torch.Tensor, out_dir: Path) -> Path:
-    student.eval()
+    student = serving_form(student)
     try:
         batch = torch.export.Dim("batch", min=1, max=1 << 20)
         program = torch.export.export(student, (example,), dynamic_shapes={"x": {0: batch}})
