@@ -120,6 +120,7 @@ def cached_file(path: Path, compute: Callable[[], T], *, save: Callable[[Path, T
             value = load(path)
             if value is not None:
                 return value
+        clean_stale_temps(path.parent, only=path.name)
         value = compute()
         save(path, value)
         return value

@@ -39,6 +39,7 @@ class DeviceConfig:
     nproc: int = field(default=2, metadata=ge(0))  # ddp: workers (0: print the launch command)
     base: str = field(default="cpu", metadata=one_of("cpu", "cuda"))  # ddp: each worker's device
     backend: str = field(default="gloo", metadata=one_of("gloo", "nccl"))
+    deterministic: bool = False  # CUDA: deterministic kernels (slower); CPU runs are already
 
 
 @dataclass

@@ -6,6 +6,7 @@ picks the device once, seeds every generator before anything is built, and loads
 
 from __future__ import annotations
 
+import os
 import random
 import tempfile
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ def pick_device(cfg: DictConfig) -> torch.device:
         kind = "cuda" if torch.cuda.is_available() else "cpu"
     if kind == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda was asked for but torch sees no CUDA device; use device=cpu or device=auto")
+    if cfg.device.get("deterministic") and kind == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+        torch.use_deterministic_algorithms(True, warn_only=True)
     return torch.device(kind)
 
 

@@ -142,6 +142,11 @@ def build_dataset(name: str, users: torch.Tensor, items: torch.Tensor, label: to
         splits["valid"] = splits["test"]
     if len(splits["train"]) == 0:
         raise DataError(f"dataset {name}: empty train split")
+    for s in ("valid", "test"):
+        if len(splits[s]) == 0:  # e.g. every user has one interaction: all of it goes to train
+            raise DataError(f"dataset {name}: the {s} split is empty ({len(splits['train']):,} train "
+                            f"interactions of {num_users:,} users): users need several interactions "
+                            "for held-out ones to exist; check the file or the split settings")
     fmap = TopKFeatureMap(name, num_users, num_items, splits["train"].users, splits["train"].items)
     return InteractionDataset(fmap, splits, sig, source_dir, valid_is)
 

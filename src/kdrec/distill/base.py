@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from kdrec.registry import Registry
+from kdrec.tasks.base import Task
 from kdrec.schema import build_dataclass
 from kdrec.train.phase import Phase, unique_params  # noqa: F401  (re-exported for distillers)
 
@@ -29,7 +29,7 @@ register_distiller = DISTILLERS.register
 class DistillContext:
     student: nn.Module
     teacher: nn.Module | None
-    task: Any  # CTRTask / TopKTask: train_batches, task_loss, evaluate, predict
+    task: Task  # CTRTask / TopKTask (kdrec.tasks.base.Task)
     device: torch.device
     teacher_dir: Path | None  # where teacher-derived caches live (computed once per teacher)
     seed: int = 0

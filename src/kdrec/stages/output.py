@@ -26,7 +26,7 @@ def guarded(fn):
             return fn(cfg)
         except KdrecError as exc:
             log.error("%s", exc)
-            console.print(f"[bold red]kdrec error:[/] {escape(str(exc))}", highlight=False)
+            console.print(f"[bold red]kdrec error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise SystemExit(2) from None
 
     return wrapper

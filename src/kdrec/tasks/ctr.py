@@ -12,6 +12,7 @@ from torch import nn
 
 from kdrec.cache import cached_torch
 from kdrec.data.spec import CTRDataset
+from kdrec.errors import DataError
 from kdrec.eval.metrics import ctr_metrics
 from kdrec.tasks.registry import register_task
 
@@ -24,6 +25,19 @@ class CTRBatch:
 
     def __len__(self) -> int:
         return self.y.shape[0]
+
+
+def check_labels(data: CTRDataset) -> None:
+    """Training and AUC need both classes in train and valid; say so before any work."""
+    for split in ("train", "valid"):
+        y = data.splits[split].y
+        if len(y) == 0:
+            raise DataError(f"dataset {data.feature_map.dataset}: the {split} split is empty")
+        pos = int((y > 0.5).sum())
+        if pos == 0 or pos == len(y):
+            raise DataError(f"dataset {data.feature_map.dataset}: every label of the {split} split is "
+                            f"{int(pos > 0)} ({len(y):,} rows); a CTR task needs positive and negative "
+                            "rows in train and valid (check the label column)")
 
 
 @register_task("ctr")
@@ -39,6 +53,7 @@ class CTRTask:
         self.device = device
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
+        check_labels(data)
         # whole splits live on the device once; batches are views/gathers, never per-row objects
         self.splits = {k: v.to(device) for k, v in data.splits.items()}
         # neighbours for models with ``uses_retrieval`` (RIM), computed lazily once per retrieval
