@@ -84,3 +84,19 @@ def test_benchmark_flops_without_run_profiles_the_distillers_student(compose_cfg
     # and it is larger than the bare backbone (what benchmark-flops reported before)
     assert bench["student"]["flops_per_sample"] > plain["student"]["flops_per_sample"]
     assert bench["student"]["params"] > plain["student"]["params"]
+
+
+def test_knowledge_base_and_results_do_not_depend_on_which_backbone_trained_it_first(compose_cfg, tmp_path):
+    """The knowledge base is cached per (teacher, settings, seed) and shared by every backbone: the
+    run that trains it must not leave its backbone's mark on it (its initialisation), or the same
+    command would give different numbers depending on the order of runs."""
+    from kdrec.stages import distill
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    first_a = distill.run.__wrapped__(compose_cfg(*SMOKE, f"paths.root={a}"))  # trains the KB itself
+    distill.run.__wrapped__(compose_cfg(*SMOKE, "student=fm", f"paths.root={b}"))  # another backbone first
+    again_b = distill.run.__wrapped__(compose_cfg(*SMOKE, f"paths.root={b}"))  # reuses fm's KB
+    kb_a, kb_b = (torch.load(next(r.glob("teachers/*/*/cache/rok_kb-*.pt")), weights_only=False)
+                  ["value"]["state_dict"] for r in (a, b))
+    assert kb_a.keys() == kb_b.keys() and all(torch.equal(kb_a[k], kb_b[k]) for k in kb_a)
+    assert again_b["test"] == first_a["test"]

@@ -29,7 +29,7 @@ from kdrec.artifacts import signature
 from kdrec.cache import cached_torch
 from kdrec.distill.base import DistillContext, Distiller, Phase, register_distiller, unique_params
 from kdrec.errors import ConfigError
-from kdrec.models.ctr.rok import ROKStudent, ROKStudentConfig
+from kdrec.models.ctr.rok import KnowledgeBase, ROKStudent, ROKStudentConfig
 from kdrec.train.config import TrainConfig
 
 log = logging.getLogger("kdrec")
@@ -170,7 +170,9 @@ class ROK(Distiller):
                 "contrastive_weight", "temperature", "pretrain_epochs", "pretrain_lr",
                 "pretrain_batch_size", "pretrain_patience"]
         c = asdict(self.cfg)
-        return signature({k: c[k] for k in keys}, ctx.seed, ctx.student.kb.repr_dim)
+        # "own-init": stage 1 starts from the seed's own draw (before, from wherever the first
+        # backbone's construction left the random stream), so earlier cached bases are not reused
+        return signature({k: c[k] for k in keys}, ctx.seed, ctx.student.kb.repr_dim, "own-init")
 
     def setup(self, ctx: DistillContext) -> None:
         self.stage1 = None
@@ -212,6 +214,14 @@ class ROK(Distiller):
     def train_kb(self, ctx: DistillContext, kb, sig: str) -> dict:
         from kdrec.train.loop import fit
 
+        # the knowledge base is shared by every backbone of the seed, so it starts from a draw of
+        # its own: otherwise the backbone built before it (in whichever run trains it first)
+        # would decide its initialisation, and a run's result would depend on the order of runs
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(ctx.seed)
+            fresh = KnowledgeBase(kb.ro_embedding.vocab_sizes, kb.ro_embedding.dim,
+                                  list(self.cfg.encoder_hidden), kb.repr_dim)
+        kb.load_state_dict(fresh.state_dict())
         targets = self.teacher_targets(ctx)
         ktask = KnowledgeTask(ctx.task, targets, self.loss_fn, self.cfg.pretrain_batch_size)
 
