@@ -13,7 +13,10 @@ Both train on the same real Frappe_x1 train batches (batch 4096 unless ``--batch
 under the trainer's autocast (``--precision bf16`` like ``trainer.precision=bf16``, or fp32),
 BCE, backward, Adam step. Rows/s = rows / wall time over ``--batches`` batches after 2 warm-up
 batches, alternating before/after ``--repeats`` times (median). Before timing, the two are
-checked to give the same logits and gradients on one batch (fp32, relative error printed).
+checked to give the same logits and gradients on one batch (fp32, eval mode, relative error
+printed). The allocator is glibc's with its default thresholds, as `kdrec` trains: the whole-batch
+CIN's 100 MB intermediates are then mmap'd fresh (page faults) on every step; ``--tuned-malloc``
+raises the mmap/trim thresholds (as scripts/bench_latency.py does) to see the layers without that.
 Run it idle: ``cpu-exclusive .venv/bin/python scripts/bench_teachers.py``.
 """
 
@@ -85,19 +88,18 @@ def with_before_layers(model: torch.nn.Module, commit: str, tmp: Path) -> torch.
 
 
 def check_equal(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
-    out = {}
+    """Relative differences of the logits and of every parameter's gradient, fp32, in eval mode
+    (dropout off: the two draw their masks in different layouts, so train-mode outputs differ)."""
     grads = []
     for m in (a, b):
-        m.train()
+        m.eval()
         m.zero_grad()
-        torch.manual_seed(0)  # the same dropout masks where the model has dropout
         z = m(x)
         F.binary_cross_entropy_with_logits(z, y).backward()
         grads.append((z.detach(), [p.grad.clone() for p in m.parameters() if p.grad is not None]))
     (za, ga), (zb, gb) = grads
-    out["logits_rel_err"] = ((za - zb).norm() / zb.norm()).item()
-    out["grad_rel_err"] = max(((u - v).norm() / v.norm().clamp_min(1e-30)).item() for u, v in zip(ga, gb))
-    return out
+    return {"logits_rel_err": ((za - zb).norm() / zb.norm()).item(),
+            "grad_rel_err": max(((u - v).norm() / v.norm().clamp_min(1e-30)).item() for u, v in zip(ga, gb))}
 
 
 def rows_per_s(model, batches, precision: str) -> float:
@@ -147,10 +149,11 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=6, help="timed batches per measurement (+2 warm-up)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--profile", nargs="*", default=[], choices=TEACHERS, help="print a torch.profiler table")
-    ap.add_argument("--system-malloc", action="store_true", help="keep glibc's allocator thresholds")
+    ap.add_argument("--tuned-malloc", action="store_true",
+                    help="raise glibc's mmap/trim thresholds (default: glibc's own, as `kdrec` trains)")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args()
-    if not args.system_malloc and any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):
+    if args.tuned_malloc and any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
 
     from kdrec.data.registry import DataPaths, load_dataset
@@ -187,6 +190,7 @@ def main() -> None:
                     print(f"--- {teacher} {name}, {args.threads[0]} thread(s)\n{profile(m, batches, args.precision)}")
     if args.out is not None:
         args.out.write_text(json.dumps({"precision": args.precision, "threads": args.threads,
+                                        "malloc": MALLOC_ENV if args.tuned_malloc else "glibc defaults",
                                         "batch": args.batch, "before_commit": args.before,
                                         "results": results}, indent=1))
 
