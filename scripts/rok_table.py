@@ -56,8 +56,9 @@ def profile_run(rdir: Path, teacher: bool, threads: int) -> dict:
     import torch
     from omegaconf import OmegaConf
 
-    from kdrec.stages.common import build_task, load_data, pick_device, train_config
-    from kdrec.stages.evaluate import load_models
+    from kdrec.config import train_config
+    from kdrec.runs import load_models
+    from kdrec.runtime import build_task, load_data, pick_device
 
     cfg = OmegaConf.load(rdir / ".hydra" / "config.yaml")
     cfg.paths.root = str(outputs())
