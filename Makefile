@@ -4,7 +4,11 @@ PY ?= python3
 VENV := .venv
 KDREC := $(VENV)/bin/kdrec
 TORCH_PIN := torch==2.13.0
-RUN_DIR := outputs/make_run/$(shell date +%Y-%m-%d_%H-%M-%S)
+RUN_DIR := $(or $(KDREC_OUTPUTS),outputs)/make_run/$(shell date +%Y-%m-%d_%H-%M-%S)
+# `make run`: conf/experiment/quickstart.yaml, 3 distillers x 3 seeds in 2 single-thread workers
+QUICKSTART := experiment=quickstart
+RUN_SWEEP := seed=1,2,3 distiller=none,kd,kd_dagfm
+JOBS ?= 2
 
 .DEFAULT_GOAL := help
 
@@ -21,11 +25,15 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed ## create .venv/ and install kdrec with its dev extras
 
-run: install ## default experiment: teacher, student with and without KD, FLOPs, comparison table
-	$(KDREC) pretrain-teacher
-	$(KDREC) distill -m distiller=none,kd hydra.sweep.dir=$(RUN_DIR)
-	$(KDREC) evaluate run=$(RUN_DIR)/1
-	$(KDREC) benchmark-flops run=$(RUN_DIR)/1
+run: install ## default experiment: CIN teacher, DAGFM alone / + KD / + KD-DAGFM over 3 seeds, one table
+	@# the teacher first, on every core: the sweep's jobs then share its cached checkpoint and logits
+	$(KDREC) pretrain-teacher $(QUICKSTART)
+	$(KDREC) distill -m $(QUICKSTART) $(RUN_SWEEP) device.threads=1 trainer.progress=false \
+	    hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) hydra.sweep.dir=$(RUN_DIR) \
+	    hydra.callbacks.report.enabled=false
+	@# latency is the same for every seed: measured on the seed-1 job of each distiller (jobs 0-2)
+	$(KDREC) benchmark-flops -m run=$(RUN_DIR)/0,$(RUN_DIR)/1,$(RUN_DIR)/2 device.threads=1 \
+	    hydra.sweep.dir=$(RUN_DIR)/latency > $(RUN_DIR)/latency.log
 	$(KDREC) report $(RUN_DIR)
 
 smoke: install ## a complete run on a tiny generated dataset (seconds)

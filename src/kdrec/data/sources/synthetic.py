@@ -27,33 +27,30 @@ from kdrec.artifacts import signature
 from kdrec.data.registry import DataPaths, register_dataset
 from kdrec.data.spec import CTRDataset, CTRSplit, FeatureMap, FieldInfo
 from kdrec.errors import ConfigError
+from kdrec.schema import between, ge
+
+# part of the data signature: cached teachers of an older generator are not reused
+GENERATOR_VERSION = 2
 
 
 @dataclass
 class SyntheticConfig:
-    num_rows: int = 200_000
-    num_fields: int = 10
-    vocab_size: int = 100  # per field
-    zipf_exponent: float = 1.1  # id frequency ~ rank^-exponent, as real categorical data
-    latent_dim: int = 4  # size of the hidden model's id vectors
-    edge_density: float = 0.5  # share of field pairs i < j joined by an edge of the hidden DAG
-    order1: float = 0.5  # standard deviation of each order's term in the hidden logit
-    order2: float = 1.0
-    order3: float = 1.5
-    noise: float = 0.3  # standard deviation of Gaussian noise on the logit (unobserved causes)
-    positive_rate: float = 0.3
+    num_rows: int = field(default=200_000, metadata=ge(10))
+    num_fields: int = field(default=10, metadata=ge(3))  # 3rd-order interactions need 3 fields
+    vocab_size: int = field(default=100, metadata=ge(2))  # per field
+    zipf_exponent: float = field(default=1.1, metadata=ge(0))  # id frequency ~ rank^-exponent
+    latent_dim: int = field(default=4, metadata=ge(1))  # size of the hidden model's id vectors
+    # share of field pairs i < j joined by an edge of the hidden DAG
+    edge_density: float = field(default=0.5, metadata=between(0, 1, lo_open=True))
+    order1: float = field(default=0.5, metadata=ge(0))  # standard deviation of each order's term
+    order2: float = field(default=1.0, metadata=ge(0))
+    order3: float = field(default=1.5, metadata=ge(0))
+    noise: float = field(default=0.3, metadata=ge(0))  # Gaussian logit noise (unobserved causes)
+    positive_rate: float = field(default=0.3, metadata=between(0, 1, lo_open=True, hi_open=True))
     split: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     seed: int = 2024
 
     def check(self) -> None:
-        if self.num_fields < 3:
-            raise ConfigError(f"dataset.num_fields must be >= 3 for 3rd-order interactions, not {self.num_fields}")
-        if self.vocab_size < 2 or self.latent_dim < 1 or self.num_rows < 10:
-            raise ConfigError("dataset: num_rows >= 10, vocab_size >= 2 and latent_dim >= 1 are required")
-        if not 0.0 < self.edge_density <= 1.0:
-            raise ConfigError(f"dataset.edge_density must be in (0, 1], not {self.edge_density}")
-        if not 0.0 < self.positive_rate < 1.0:
-            raise ConfigError(f"dataset.positive_rate must be in (0, 1), not {self.positive_rate}")
         if len(self.split) != 3 or any(s <= 0 for s in self.split) or abs(sum(self.split) - 1) > 1e-6:
             raise ConfigError(f"dataset.split must be three positive fractions summing to 1, not {self.split}")
 
@@ -87,9 +84,10 @@ class HiddenModel:
         h2 = h0 * torch.einsum("jl,njk->nlk", self.b, h1)  # h2_l = u_l * sum_j B_jl h1_j
         return first, h1.sum((1, 2)), h2.sum((1, 2))
 
-
-def _standardize(t: torch.Tensor) -> torch.Tensor:
-    return (t - t.mean()) / t.std().clamp_min(1e-12)
+    def logit(self, x: torch.Tensor, cfg: SyntheticConfig) -> torch.Tensor:
+        """The noiseless hidden logit of rows x: each order's term standardised over these rows."""
+        return sum(weight * (t - t.mean()) / t.std().clamp_min(1e-12)
+                   for weight, t in zip((cfg.order1, cfg.order2, cfg.order3), self.terms(x)))
 
 
 def _zipf_ids(cfg: SyntheticConfig, g: torch.Generator) -> torch.Tensor:
@@ -98,16 +96,14 @@ def _zipf_ids(cfg: SyntheticConfig, g: torch.Generator) -> torch.Tensor:
                              generator=g).T.contiguous()
 
 
-def generate(cfg: SyntheticConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """ids x [N, F] int64, labels y [N] float32 and the true click probabilities p [N] float64."""
+def generate(cfg: SyntheticConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, HiddenModel]:
+    """ids x [N, F] int64, labels y [N] float32, the true click probabilities p [N] float64 and the
+    hidden model that made them."""
     cfg.check()
     g = torch.Generator().manual_seed(cfg.seed)
     x = _zipf_ids(cfg, g)
     hidden = HiddenModel.draw(cfg, g)
-    first, second, third = hidden.terms(x)
-    z = (cfg.order1 * _standardize(first) + cfg.order2 * _standardize(second)
-         + cfg.order3 * _standardize(third)
-         + cfg.noise * torch.randn(cfg.num_rows, generator=g, dtype=torch.float64))
+    z = hidden.logit(x, cfg) + cfg.noise * torch.randn(cfg.num_rows, generator=g, dtype=torch.float64)
     # the offset that gives the configured positive rate, by bisection on the mean probability
     lo, hi = float(z.min()) - 20.0, float(z.max()) + 20.0
     for _ in range(60):
@@ -115,7 +111,7 @@ def generate(cfg: SyntheticConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Te
         lo, hi = (mid, hi) if torch.sigmoid(z - mid).mean() > cfg.positive_rate else (lo, mid)
     p = torch.sigmoid(z - 0.5 * (lo + hi))
     y = torch.bernoulli(p, generator=g).float()
-    return x.long(), y, p
+    return x.long(), y, p, hidden
 
 
 def _bayes_metrics(y: torch.Tensor, p: torch.Tensor) -> dict[str, float]:
@@ -127,7 +123,7 @@ def _bayes_metrics(y: torch.Tensor, p: torch.Tensor) -> dict[str, float]:
 
 @register_dataset("synthetic", task="ctr", config=SyntheticConfig)
 def build(cfg: SyntheticConfig, paths: DataPaths) -> CTRDataset:
-    x, y, p = generate(cfg)
+    x, y, p, _ = generate(cfg)
     n = x.shape[0]
     n_train = int(cfg.split[0] * n)
     n_valid = int(cfg.split[1] * n)
@@ -136,4 +132,4 @@ def build(cfg: SyntheticConfig, paths: DataPaths) -> CTRDataset:
     bayes = {k: _bayes_metrics(y[a:b], p[a:b]) for k, (a, b) in cuts.items() if k != "train"}
     fmap = FeatureMap("synthetic", [FieldInfo(f"f{i}", cfg.vocab_size) for i in range(cfg.num_fields)],
                       extra={"hidden_model": {"bayes": bayes}})
-    return CTRDataset(fmap, splits, signature=signature(cfg.__dict__))
+    return CTRDataset(fmap, splits, signature=signature({**cfg.__dict__, "generator": GENERATOR_VERSION}))
