@@ -4,11 +4,9 @@ PY ?= python3
 VENV := .venv
 KDREC := $(VENV)/bin/kdrec
 TORCH_PIN := torch==2.13.0
-RUN_DIR := $(or $(KDREC_OUTPUTS),outputs)/make_run/$(shell date +%Y-%m-%d_%H-%M-%S)
-# `make run`: conf/experiment/quickstart.yaml, 3 distillers x 3 seeds in 2 single-thread workers
-QUICKSTART := experiment=quickstart
-RUN_SWEEP := seed=1,2,3 distiller=none,kd,kd_dagfm
-JOBS ?= 2
+NAME ?= smoke
+WORKERS ?= 1
+RUN_RESULTS := $(or $(KDREC_OUTPUTS),outputs)/results
 
 .DEFAULT_GOAL := help
 
@@ -26,15 +24,9 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed ## create .venv/ and install kdrec with its dev extras
 
 run: install ## default experiment: CIN teacher, DAGFM alone / + KD / + KD-DAGFM over 3 seeds, one table
-	@# the teacher first, on every core: the sweep's jobs then share its cached checkpoint and logits
-	$(KDREC) pretrain-teacher $(QUICKSTART)
-	$(KDREC) distill -m $(QUICKSTART) $(RUN_SWEEP) device.threads=1 trainer.progress=false \
-	    hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) hydra.sweep.dir=$(RUN_DIR) \
-	    hydra.callbacks.report.enabled=false
-	@# latency is the same for every seed: measured on the seed-1 job of each distiller (jobs 0-2)
-	$(KDREC) benchmark-flops -m run=$(RUN_DIR)/0,$(RUN_DIR)/1,$(RUN_DIR)/2 device.threads=1 \
-	    hydra.sweep.dir=$(RUN_DIR)/latency > $(RUN_DIR)/latency.log
-	$(KDREC) report $(RUN_DIR)
+	@# conf/table/quickstart.yaml; its result files go to the outputs tree (not the committed results/),
+	@# so a second `make run` reuses the cached teacher and finished jobs and only reprints the table
+	$(KDREC) table quickstart --workers 2 paths.results=$(RUN_RESULTS)
 
 smoke: install ## a complete run on a tiny generated dataset (seconds)
 	$(KDREC) distill experiment=smoke
@@ -48,17 +40,20 @@ test-slow: install ## slow tests: training on real data from ../shared/data
 bench: install ## throughput vs FuxiCTR and DeepCTR-Torch on Frappe_x1 (peers in their own venv)
 	$(VENV)/bin/python scripts/bench_peers.py --epochs 2 --threads 1
 
-kd-dagfm-table: install ## KD-DAGFM table on Frappe_x1 (6 presets x 3 seeds; resumes; ARGS= extra overrides)
-	$(VENV)/bin/python scripts/kd_dagfm_table.py run $(ARGS)
-	$(VENV)/bin/python scripts/kd_dagfm_table.py table
+table: install ## a results table: make table NAME=smoke [WORKERS=2] [ARGS="overrides / --from-results"]
+	$(KDREC) table $(NAME) --workers $(WORKERS) $(ARGS)
 
-rok-table: install ## ROK table on Frappe_x1 and MovieLens-100K (3 seeds; resumes)
-	$(VENV)/bin/python scripts/rok_table.py $(ARGS)
+kd-dagfm-table: install ## KD-DAGFM table on Frappe_x1 (6 presets x 3 seeds; resumes from results/; ARGS= extra)
+	$(KDREC) table kd_dagfm --workers $(WORKERS) $(ARGS)
 
-topk-table: install ## top-K distillation table on MovieLens-100K (3 seeds; resumes)
-	$(VENV)/bin/python scripts/topk_table.py $(ARGS)
+rok-table: install ## ROK table on Frappe_x1 and MovieLens-100K (3 seeds; resumes from results/)
+	$(KDREC) table rok --workers $(WORKERS) $(ARGS)
+
+topk-table: install ## top-K distillation tables on MovieLens-100K and Gowalla (3 seeds; resumes from results/)
+	$(KDREC) table topk_ml100k --workers $(WORKERS) $(ARGS)
+	$(KDREC) table topk_gowalla --workers $(WORKERS) $(ARGS)
 
 clean: ## remove outputs (not the venv)
 	rm -rf outputs multirun
 
-.PHONY: help install run smoke test test-slow bench kd-dagfm-table rok-table topk-table clean
+.PHONY: help install run smoke test test-slow bench table kd-dagfm-table rok-table topk-table clean
