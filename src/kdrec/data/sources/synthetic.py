@@ -77,11 +77,12 @@ class HiddenModel:
 
     def terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [N, F] ids -> the order-1, order-2 and order-3 terms of the logit, each [N]."""
-        f_idx = torch.arange(x.shape[1])
-        first = self.w[f_idx, x].sum(1)
-        h0 = self.u[f_idx, x]  # [N, F, k]
-        h1 = h0 * torch.einsum("ij,nik->njk", self.a, h0)  # h1_j = u_j * sum_i A_ij u_i
-        h2 = h0 * torch.einsum("jl,njk->nlk", self.b, h1)  # h2_l = u_l * sum_j B_jl h1_j
+        f, v, k = self.u.shape
+        flat = (x + torch.arange(f) * v).reshape(-1)  # row of (field, id) in the [F*V] tables
+        first = self.w.reshape(-1).index_select(0, flat).view(-1, f).sum(1)
+        h0 = self.u.reshape(f * v, k).index_select(0, flat).view(-1, f, k).transpose(1, 2)  # [N, k, F]
+        h1 = h0 * (h0 @ self.a)  # h1_j = u_j * sum_i A_ij u_i, one matmul over all rows and dims
+        h2 = h0 * (h1 @ self.b)  # h2_l = u_l * sum_j B_jl h1_j
         return first, h1.sum((1, 2)), h2.sum((1, 2))
 
     def logit(self, x: torch.Tensor, cfg: SyntheticConfig) -> torch.Tensor:
