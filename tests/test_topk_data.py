@@ -95,5 +95,10 @@ def test_lightgcn_matches_dense_reference():
     want = (e0 + An @ e0 + An @ An @ e0) / 3
     U, I = m.embed()
     assert torch.allclose(torch.cat([U, I]), want, atol=1e-6)
-    U.sum().backward()  # gradients flow through the sparse propagation
-    assert m.user_emb.weight.grad is not None
+    # the propagation's backward (A @ grad, A symmetric) matches dense autograd
+    w = torch.randn(6, 4)
+    (torch.cat([U, I]) * w).sum().backward()
+    e0d = e0.detach().clone().requires_grad_(True)
+    ((e0d + An @ e0d + An @ An @ e0d) / 3 * w).sum().backward()
+    got = torch.cat([m.user_emb.weight.grad, m.item_emb.weight.grad])
+    assert torch.allclose(got, e0d.grad, atol=1e-6)

@@ -36,7 +36,7 @@ def to_csr(d, n_users):
     return CSR(u, i, n_users)
 
 
-@pytest.mark.parametrize("chunk", [1, 3, 100])
+@pytest.mark.parametrize("chunk", [1, 3, 4, 100, None])
 def test_ranking_metrics_match_brute_force(chunk):
     g = torch.Generator().manual_seed(0)
     n_users, n_items = 9, 30
