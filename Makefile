@@ -5,6 +5,8 @@ VENV := .venv
 KDREC := $(VENV)/bin/kdrec
 TORCH_PIN := torch==2.13.0
 RUN_DIR := outputs/make_run/$(shell date +%Y-%m-%d_%H-%M-%S)
+NAME ?= smoke
+WORKERS ?= 1
 
 .DEFAULT_GOAL := help
 
@@ -40,17 +42,20 @@ test-slow: install ## slow tests: training on real data from ../shared/data
 bench: install ## throughput vs FuxiCTR and DeepCTR-Torch on Frappe_x1 (peers in their own venv)
 	$(VENV)/bin/python scripts/bench_peers.py --epochs 2 --threads 1
 
-kd-dagfm-table: install ## KD-DAGFM table on Frappe_x1 (6 presets x 3 seeds; resumes; ARGS= extra overrides)
-	$(VENV)/bin/python scripts/kd_dagfm_table.py run $(ARGS)
-	$(VENV)/bin/python scripts/kd_dagfm_table.py table
+table: install ## a results table: make table NAME=smoke [WORKERS=2] [ARGS="overrides / --from-results"]
+	$(KDREC) table $(NAME) --workers $(WORKERS) $(ARGS)
 
-rok-table: install ## ROK table on Frappe_x1 and MovieLens-100K (3 seeds; resumes)
-	$(VENV)/bin/python scripts/rok_table.py $(ARGS)
+kd-dagfm-table: install ## KD-DAGFM table on Frappe_x1 (6 presets x 3 seeds; resumes from results/; ARGS= extra)
+	$(KDREC) table kd_dagfm --workers $(WORKERS) $(ARGS)
 
-topk-table: install ## top-K distillation table on MovieLens-100K (3 seeds; resumes)
-	$(VENV)/bin/python scripts/topk_table.py $(ARGS)
+rok-table: install ## ROK table on Frappe_x1 and MovieLens-100K (3 seeds; resumes from results/)
+	$(KDREC) table rok --workers $(WORKERS) $(ARGS)
+
+topk-table: install ## top-K distillation tables on MovieLens-100K and Gowalla (3 seeds; resumes from results/)
+	$(KDREC) table topk_ml100k --workers $(WORKERS) $(ARGS)
+	$(KDREC) table topk_gowalla --workers $(WORKERS) $(ARGS)
 
 clean: ## remove outputs (not the venv)
 	rm -rf outputs multirun
 
-.PHONY: help install run smoke test test-slow bench kd-dagfm-table rok-table topk-table clean
+.PHONY: help install run smoke test test-slow bench table kd-dagfm-table rok-table topk-table clean

@@ -40,7 +40,7 @@ def main() -> None:
 
     from kdrec.config import config_dir
     from kdrec.retrieval.bm25 import FieldBM25, RetrievalConfig, RetrievalStats
-    from kdrec.stages.common import load_data
+    from kdrec.runtime import load_data
 
     torch.set_num_threads(args.threads)
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):

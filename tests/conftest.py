@@ -32,11 +32,13 @@ def compose_cfg():
 def outputs(tmp_path, monkeypatch) -> Path:
     out = tmp_path / "outputs"
     monkeypatch.setenv("KDREC_OUTPUTS", str(out))
+    monkeypatch.setenv("KDREC_RESULTS", str(tmp_path / "results"))  # never the repository's results/
     return out
 
 
 def run_cli(*args: str, outputs: Path, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "KDREC_OUTPUTS": str(outputs), "KDREC_DATA_DIR": str(DATA_DIR)}
+    env = {**os.environ, "KDREC_OUTPUTS": str(outputs), "KDREC_DATA_DIR": str(DATA_DIR),
+           "KDREC_RESULTS": str(outputs.parent / "results")}  # never the repository's results/
     proc = subprocess.run([KDREC, *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
     if check and proc.returncode != 0:

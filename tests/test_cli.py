@@ -23,7 +23,7 @@ def test_distill_smoke_writes_contract_and_reuses_teacher(cli, outputs):
     second = cli("distill", "experiment=smoke")
     log = second.stderr + second.stdout
     assert "reusing cached checkpoint" in log and "pretraining it first" not in log
-    assert len(list((outputs / "teachers" / "synthetic").iterdir())) == 1
+    assert len([p for p in (outputs / "teachers" / "synthetic").iterdir() if not p.name.startswith(".")]) == 1
 
 
 def test_multirun_makes_one_job_dir_per_seed(cli, outputs):
@@ -36,7 +36,7 @@ def test_multirun_makes_one_job_dir_per_seed(cli, outputs):
     seeds = {read_metrics(j)["seed"] for j in jobs}
     assert seeds == {1, 2}
     # one teacher per seed (teacher_seed follows seed)
-    assert len(list((outputs / "teachers" / "synthetic").iterdir())) == 2
+    assert len([p for p in (outputs / "teachers" / "synthetic").iterdir() if not p.name.startswith(".")]) == 2
     report = cli("report", str(sweep))
     assert "mean ± std" in report.stdout
     assert (sweep / "results.parquet").is_file() and (sweep / "pareto.png").is_file()

@@ -38,7 +38,7 @@ def test_every_dataset_entry(compose_cfg):
     for name in entries("dataset"):
         d = compose_cfg(f"dataset={name}").dataset
         entry = get_dataset_entry(d.name)
-        build_dataclass(entry.config, model_params(d), f"dataset/{name}")
+        build_dataclass(entry.meta["config"], model_params(d), f"dataset/{name}")
 
 
 def test_every_experiment_and_device_composes(compose_cfg):

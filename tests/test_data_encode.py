@@ -71,7 +71,7 @@ def test_vocab_from_train_only_with_oov_missing_and_order(tmp_path):
     assert d["train"].y.tolist() == [1, 0, 1, 0, 1, 0, 0]
     assert d["train"].x.dtype == torch.int64
     assert d.signature and (d.source_dir / "feature_map.json").is_file()
-    assert sorted(q.name for q in d.source_dir.iterdir()) == ["feature_map.json", "test.parquet",
+    assert sorted(q.name for q in d.source_dir.iterdir() if q.name != ".complete") == ["feature_map.json", "test.parquet",
                                                               "train.parquet", "valid.parquet"]
     stats = fm.extra["stats"]
     assert stats["valid"]["oov_share"]["a"] == pytest.approx(0.5)

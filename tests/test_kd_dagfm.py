@@ -47,16 +47,18 @@ def work(tmp_path, monkeypatch, compose_cfg):
 
 
 def _pieces(cfg):
-    from kdrec.stages.common import build, build_task, load_data, train_config
+    from kdrec.config import train_config
+    from kdrec.models.registry import build_model
+    from kdrec.runtime import build_task, load_data
 
     data = load_data(cfg)
     task = build_task(cfg, data, torch.device("cpu"), train_config(cfg, cfg.student).batch_size)
     torch.manual_seed(0)
-    teacher = build(cfg.teacher, task, "teacher")
+    teacher = build_model(cfg.teacher, task.feature_map, where="teacher")
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    student = build(cfg.student, task, "student")
+    student = build_model(cfg.student, task.feature_map, where="student")
     return task, teacher, student
 
 

@@ -189,7 +189,7 @@ def test_time_restricted_store_on_timestamped_data(tmp_path):
 
 def test_movielens_carries_timestamps(compose_cfg, tmp_path):
     from conftest import require_data
-    from kdrec.stages.common import load_data
+    from kdrec.runtime import load_data
 
     require_data("ml-100k", "u.data")
     cfg = compose_cfg("dataset=movielens_100k", f"paths.root={tmp_path}")

@@ -33,8 +33,8 @@ def test_resume_after_interruption_gives_identical_metrics(compose_cfg, tmp_path
     with pytest.raises(Interrupted):
         _run(compose_cfg, tmp_path, "interrupted")
     monkeypatch.setattr(loop, "_after_epoch", lambda *a: None)
-    work = list((tmp_path / "out" / "work").iterdir())
-    assert len(work) == 1 and (work[0] / "distill_last.pt").is_file()
+    lasts = list((tmp_path / "out" / "work").rglob("distill_last.pt"))
+    assert len(lasts) == 1, "the interrupted run's own work directory holds its checkpoint"
     resumed = _run(compose_cfg, tmp_path, "resumed", "resume=true")
     assert resumed["phases"][0]["epochs_run"] == full["phases"][0]["epochs_run"]
     for split in ("valid", "test"):
@@ -88,3 +88,43 @@ def test_unknown_precision_is_a_config_error(compose_cfg, tmp_path):
 
     with pytest.raises(ConfigError, match="trainer.precision"):
         _run(compose_cfg, tmp_path, "bad", "trainer.precision=fp8")
+
+
+def test_diverging_teacher_stops_with_error_and_caches_nothing(compose_cfg, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from kdrec.stages import pretrain_teacher
+    from kdrec.tasks.ctr import CTRTask
+
+    real_eval = CTRTask.evaluate
+    calls = {"n": 0}
+
+    def exploding(self, model, split):
+        out = real_eval(self, model, split)
+        if split == "valid":
+            calls["n"] += 1
+            if calls["n"] == 2:  # the second evaluation: logloss far above the first one
+                out = {**out, "logloss": 1.7e13}
+        return out
+
+    monkeypatch.setattr(CTRTask, "evaluate", exploding)
+    cfg = compose_cfg("experiment=smoke", "trainer.epochs=4", f"paths.root={tmp_path / 'out'}")
+    with pytest.raises(TrainingError, match="diverged at epoch 2.*logloss"):
+        pretrain_teacher.run.__wrapped__(cfg)
+    assert not list((tmp_path / "out" / "teachers").rglob("checkpoint.pt")), "a diverged teacher is not cached"
+
+
+def test_eval_every_counts_patience_in_evaluations(compose_cfg, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = _run(compose_cfg, tmp_path, "every", "distiller=none", "trainer.epochs=5", "trainer.eval_every=2")
+    ph = out["phases"][0]
+    assert ph["epochs_run"] == 5 and ph["evaluations"] == 3  # after epochs 2, 4 and the last (5)
+    assert ph["best_epoch"] in (2, 4, 5)
+
+
+def test_relative_min_delta_stops_on_negligible_gains():
+    from kdrec.train.loop import _better
+
+    assert _better(0.8001, 0.8, "max", 1e-6, rel=False)
+    assert not _better(0.8001, 0.8, "max", 1e-3, rel=True)  # 0.0001 < 0.001 x 0.8
+    assert _better(0.81, 0.8, "max", 1e-3, rel=True)
+    assert _better(0.59, 0.6, "min", 1e-3, rel=True) and not _better(0.5999, 0.6, "min", 1e-3, rel=True)

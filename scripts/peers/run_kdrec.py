@@ -1,7 +1,7 @@
 """kdrec side of the peer benchmark, through kdrec's own API: the config composed by Hydra
 (``dataset=frappe_x1 teacher=<model>``), ``kdrec.data.registry.load_dataset`` (via
-``stages.common.load_data``), the registry model and ``kdrec.train.loop.fit`` (via
-``stages.common.train_plain``, the code path of ``kdrec pretrain-teacher``), with
+``runtime.load_data``), the registry model and ``kdrec.train.loop.fit`` (via
+``teachers.train_plain``, the code path of ``kdrec pretrain-teacher``), with
 ``trainer.epochs=N`` and ``trainer.patience`` large so that exactly N epochs run."""
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 import kdrec  # noqa: E402
 from kdrec.config import config_dir  # noqa: E402
-from kdrec.stages.common import (build, build_task, count_params, load_data, pick_device,  # noqa: E402
-                                 seed_everything, train_plain)
+from kdrec.bench.flops import param_counts  # noqa: E402
+from kdrec.models.registry import build_model  # noqa: E402
+from kdrec.runtime import build_task, load_data, pick_device, seed_everything  # noqa: E402
+from kdrec.teachers import train_plain  # noqa: E402
 
 root = Path(tempfile.mkdtemp(prefix="kdrec-", dir=spec["work_dir"]))  # cold cache: encode from CSV
 try:
@@ -45,7 +47,7 @@ try:
     preprocess_s = time.perf_counter() - t0
 
     seed_everything(spec["seed"])
-    model = build(cfg.teacher, task, "teacher")
+    model = build_model(cfg.teacher, task.feature_map, where="teacher")
     # CPU seconds of the training batches: fit's total minus its validation and checkpoint writes
     import kdrec.train.loop as loop
 
@@ -73,7 +75,7 @@ try:
     finish(out_path, spec, framework="kdrec", version=getattr(kdrec, "__version__", "dev"),
            preprocess_s=preprocess_s, train_s=res.seconds, train_rows=task.num_rows("train"),
            epochs_run=res.epochs_run, infer_times=infer_times, test_y=test_y, test_prob=probs,
-           params=count_params(model), train_cpu_s=train_cpu_s,
+           params=param_counts(model)["params"], train_cpu_s=train_cpu_s,
            extra={"best_epoch": res.best_epoch, "valid_auc": res.best_valid.get("auc"),
                   "vocab_total": int(sum(task.feature_map.vocab_sizes))})
 finally:

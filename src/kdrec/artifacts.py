@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 def _atomic_write(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # the pid in the name lets kdrec.cache remove temporaries of killed processes
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-", suffix="")
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)

@@ -49,7 +49,47 @@ def report(dirs: list[str] = typer.Argument(..., help="run or sweep directories 
     """Collect metrics.json of runs/sweeps into one table (mean ± std over seeds)."""
     from kdrec.report.collect import main as report_main
 
-    report_main(dirs, out)
+    _guard(lambda: report_main(dirs, out))
+
+
+@app.command("table", context_settings={"allow_extra_args": False, "ignore_unknown_options": True})
+def table(name: str = typer.Argument(..., help="a table of conf/table/ (kd_dagfm, rok, topk_ml100k, ...) or a yaml path"),
+          overrides: list[str] = typer.Argument(None, help="Hydra overrides applied to every row (part of each job's identity)"),
+          workers: int = typer.Option(1, "--workers", "-j", help="jobs run at once"),
+          threads: int = typer.Option(0, help="torch threads in all, split between the workers (0: every core)"),
+          from_results: bool = typer.Option(False, "--from-results", help="rebuild the table from results/ only: no training, outputs/ not read"),
+          seeds: list[str] = typer.Option(None, "--seeds", help="seeds instead of the table's (comma-separated or repeated)"),
+          rows: list[str] = typer.Option(None, "--rows", help="only these rows: ids or glob patterns (comma-separated or repeated)"),
+          latency: str = typer.Option("missing", help="missing: measure rows without latency; all: measure again; skip"),
+          dry_run: bool = typer.Option(False, "--dry-run", help="list the jobs and whether they are done; run nothing"),
+          out: str = typer.Option(None, help="where table.md/.csv and pareto*.png go (default: <outputs>/tables/NAME)")) -> None:
+    """Run a results table's missing (row, seed) jobs in parallel, then print and write the table."""
+    from kdrec.stages.table import run as table_run
+
+    code = _guard(lambda: table_run(name, overrides or [], workers, threads, from_results, seeds, rows,
+                                    latency, dry_run, out))
+    raise typer.Exit(code or 0)
+
+
+def _guard(fn):
+    """One ``kdrec error:`` line and exit code 2 for a user-fixable error (no traceback)."""
+    from kdrec.errors import KdrecError
+
+    try:
+        return fn()
+    except KdrecError as exc:
+        from rich.console import Console
+        from rich.markup import escape
+
+        # soft_wrap: one line however narrow the terminal (or a pipe's 80 columns)
+        Console(stderr=True).print(f"[bold red]kdrec error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        from rich.console import Console
+
+        Console(stderr=True).print("interrupted: jobs in flight were stopped and are not counted as done "
+                                   "(a rerun continues them)", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
 
 
 def main() -> None:

@@ -21,9 +21,6 @@ Steps (every one vectorized or streaming; nothing loops over rows in Python):
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +30,7 @@ import polars as pl
 import torch
 
 from kdrec.artifacts import atomic_write_json, file_digest, signature
+from kdrec.cache import cached_dir
 from kdrec.data.registry import DataPaths
 from kdrec.data.spec import MISSING_ID, OOV_ID, RESERVED_IDS, CTRDataset, CTRSplit, FeatureMap, FieldInfo
 from kdrec.errors import ConfigError, DataError
@@ -419,49 +417,37 @@ def build_ctr(name: str, config: Any, paths: DataPaths, fields: list[FieldSpec],
     cfg_dict = asdict(config) if hasattr(config, "__dataclass_fields__") else dict(config)
     sig = cache_signature(name, cfg_dict, files, paths.cache_root)
     final = Path(paths.cache_root) / f"{name}-{sig}"
-    if not (final / "feature_map.json").is_file():
-        _encode(name, sig, final, fields, opts, prepare, label, cfg_dict)
+    cached_dir(final, lambda tmp: _encode(name, sig, tmp, fields, opts, prepare, label, cfg_dict),
+               what=f"dataset {name} encoding")
     return load_encoded(final, opts.x_dtype, sig)
 
 
-def _encode(name, sig, final: Path, fields, opts, prepare, label, cfg_dict) -> None:
+def _encode(name, sig, tmp: Path, fields, opts, prepare, label, cfg_dict) -> None:
+    """Encode into ``tmp`` (a temporary directory :func:`kdrec.cache.cached_dir` commits)."""
     prepared = prepare()  # validates the inputs; raises DataError before anything is written
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        # one streaming pass over the raw text: tokens + split -> a staged parquet; every later
-        # pass (vocabularies, encoding) reads columns of that instead of re-parsing the text
-        staged = tmp / "_tokens.parquet"
-        prepared.combined.sink_parquet(staged, compression="lz4")
-        src = pl.scan_parquet(staged)
-        if prepared.validate is not None:
-            prepared.validate(src)
-        vocab = fit_vocab(src.filter(pl.col(SPLIT) == 0), fields, opts)
-        exprs = encode_exprs(fields, vocab)
-        if TIME in src.collect_schema().names():
-            exprs.append(pl.col(TIME).cast(pl.Int64))
-        stats: dict[str, dict] = {}
-        for i, split in enumerate(SPLITS):
-            out = tmp / f"{split}.parquet"
-            (src.filter(pl.col(SPLIT) == i)
-             .select([pl.col(label).cast(pl.Float32).alias("label"), *exprs]).sink_parquet(out))
-            stats[split] = _split_stats(out, fields)
-        staged.unlink()
-        infos = [FieldInfo(f.name, RESERVED_IDS + int((vocab["field"] == f.name).sum()), f.kind) for f in fields]
-        fmap = FeatureMap(name, infos, label="label", extra={
-            "signature": sig, "oov_id": OOV_ID, "missing_id": MISSING_ID, "encoder_version": ENCODER_VERSION,
-            "config": cfg_dict, "stats": stats})
-        fmap.save(tmp / "feature_map.json")
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not (final / "feature_map.json").is_file():  # lost a race only if the winner finished
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    # one streaming pass over the raw text: tokens + split -> a staged parquet; every later
+    # pass (vocabularies, encoding) reads columns of that instead of re-parsing the text
+    staged = tmp / "_tokens.parquet"
+    prepared.combined.sink_parquet(staged, compression="lz4")
+    src = pl.scan_parquet(staged)
+    if prepared.validate is not None:
+        prepared.validate(src)
+    vocab = fit_vocab(src.filter(pl.col(SPLIT) == 0), fields, opts)
+    exprs = encode_exprs(fields, vocab)
+    if TIME in src.collect_schema().names():
+        exprs.append(pl.col(TIME).cast(pl.Int64))
+    stats: dict[str, dict] = {}
+    for i, split in enumerate(SPLITS):
+        out = tmp / f"{split}.parquet"
+        (src.filter(pl.col(SPLIT) == i)
+         .select([pl.col(label).cast(pl.Float32).alias("label"), *exprs]).sink_parquet(out))
+        stats[split] = _split_stats(out, fields)
+    staged.unlink()
+    infos = [FieldInfo(f.name, RESERVED_IDS + int((vocab["field"] == f.name).sum()), f.kind) for f in fields]
+    fmap = FeatureMap(name, infos, label="label", extra={
+        "signature": sig, "oov_id": OOV_ID, "missing_id": MISSING_ID, "encoder_version": ENCODER_VERSION,
+        "config": cfg_dict, "stats": stats})
+    fmap.save(tmp / "feature_map.json")
 
 
 def _split_stats(path: Path, fields: list[FieldSpec]) -> dict:

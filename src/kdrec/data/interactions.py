@@ -20,7 +20,8 @@ from typing import Callable
 import polars as pl
 import torch
 
-from kdrec.artifacts import atomic_write_bytes, atomic_write_text, file_digest, signature
+from kdrec.artifacts import file_digest, signature
+from kdrec.cache import cached_dir
 from kdrec.errors import DataError
 
 log = logging.getLogger("kdrec")
@@ -141,6 +142,11 @@ def build_dataset(name: str, users: torch.Tensor, items: torch.Tensor, label: to
         splits["valid"] = splits["test"]
     if len(splits["train"]) == 0:
         raise DataError(f"dataset {name}: empty train split")
+    for s in ("valid", "test"):
+        if len(splits[s]) == 0:  # e.g. every user has one interaction: all of it goes to train
+            raise DataError(f"dataset {name}: the {s} split is empty ({len(splits['train']):,} train "
+                            f"interactions of {num_users:,} users): users need several interactions "
+                            "for held-out ones to exist; check the file or the split settings")
     fmap = TopKFeatureMap(name, num_users, num_items, splits["train"].users, splits["train"].items)
     return InteractionDataset(fmap, splits, sig, source_dir, valid_is)
 
@@ -156,21 +162,18 @@ def encode_cached(name: str, raw_files: list[Path], params: dict, cache_root: Pa
             raise DataError(f"dataset {name}: raw file {p} not found (set KDREC_DATA_DIR or paths.data_root)")
     sig = signature(file_digest(raw_files), params)
     out = Path(cache_root) / f"{name}-{sig}"
-    pq, meta = out / "interactions.parquet", out / "feature_map.json"
-    if pq.is_file() and meta.is_file():
-        df = pl.read_parquet(pq)
-        m = json.loads(meta.read_text())
-    else:
+
+    def build(tmp: Path) -> None:
         df, n_users, n_items = encode()
         m = {"kind": "topk", "dataset": name, "num_users": n_users, "num_items": n_items,
              "rows": {s: int((df["split"] == i).sum()) for i, s in enumerate(SPLITS)}}
-        import io
-
-        buf = io.BytesIO()
-        df.write_parquet(buf)
-        atomic_write_bytes(pq, buf.getvalue())
-        atomic_write_text(meta, json.dumps(m, indent=2))
+        df.write_parquet(tmp / "interactions.parquet")
+        (tmp / "feature_map.json").write_text(json.dumps(m, indent=2))
         log.info("dataset %s: encoded %d interactions into %s", name, df.height, out)
+
+    cached_dir(out, build, what=f"dataset {name} encoding")
+    df = pl.read_parquet(out / "interactions.parquet")
+    m = json.loads((out / "feature_map.json").read_text())
     t = lambda c: torch.from_numpy(df[c].to_numpy().astype("int64"))  # noqa: E731
     return build_dataset(name, t("user"), t("item"), t("split"), m["num_users"], m["num_items"],
                          sig, valid_is, out)

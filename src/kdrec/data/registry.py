@@ -5,20 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
-from kdrec.errors import ConfigError
-from kdrec.models.registry import build_dataclass, model_params
+from kdrec.models.registry import model_params
+from kdrec.registry import Entry, Registry
+from kdrec.schema import build_dataclass
 
-DATASETS: dict[str, "DatasetEntry"] = {}
-
-
-@dataclass
-class DatasetEntry:
-    name: str
-    task: str  # "ctr" | "topk"
-    config: type
-    build: Callable[[Any, "DataPaths"], Any]
+DATASETS = Registry("dataset", "kdrec.data.sources")
 
 
 @dataclass
@@ -28,22 +20,20 @@ class DataPaths:
 
 
 def register_dataset(name: str, task: str, config: type):
-    def deco(fn):
-        DATASETS[name] = DatasetEntry(name, task, config, fn)
-        return fn
-
-    return deco
+    """``@register_dataset("frappe_x1", task="ctr", config=TableConfig)`` on a builder
+    ``(config, DataPaths) -> dataset``."""
+    return DATASETS.register(name, task=task, config=config)
 
 
-def get_dataset_entry(name: str) -> DatasetEntry:
-    import kdrec.data.all  # noqa: F401
+def get_dataset_entry(name: str) -> Entry:
+    """``entry.obj`` is the builder, ``entry.meta`` holds ``task`` and ``config``."""
+    return DATASETS.entry(name)
 
-    if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}; registered: {sorted(DATASETS)}")
-    return DATASETS[name]
+
+def dataset_config(cfg, where: str = "dataset"):
+    entry = get_dataset_entry(cfg["name"])
+    return build_dataclass(entry.meta["config"], model_params(cfg), f"{where} ({cfg['name']})")
 
 
 def load_dataset(cfg, paths: DataPaths):
-    entry = get_dataset_entry(cfg["name"])
-    params = build_dataclass(entry.config, model_params(cfg), f"dataset ({cfg['name']})")
-    return entry.build(params, paths)
+    return get_dataset_entry(cfg["name"]).obj(dataset_config(cfg), paths)

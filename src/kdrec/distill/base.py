@@ -12,42 +12,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from kdrec.errors import ConfigError
-from kdrec.models.registry import build_dataclass
+from kdrec.registry import Registry
+from kdrec.tasks.base import Task
+from kdrec.schema import build_dataclass
+from kdrec.train.phase import Phase, unique_params  # noqa: F401  (re-exported for distillers)
 
-DISTILLERS: dict[str, type] = {}
-
-
-def register_distiller(name: str):
-    def deco(cls):
-        DISTILLERS[name] = cls
-        cls.registry_name = name
-        return cls
-
-    return deco
-
-
-@dataclass
-class Phase:
-    name: str
-    loss: Callable[[Any], torch.Tensor]  # batch -> scalar loss
-    params: list[nn.Parameter]  # what this phase's optimizer updates
-    train_modules: list[nn.Module]  # put in train() mode during the phase (teacher stays eval)
-    overrides: dict = field(default_factory=dict)  # TrainConfig fields for this phase only
-    on_epoch_start: Callable[[int], None] | None = None
-    on_epoch_end: Callable[[int, dict], None] | None = None  # (epoch, valid metrics), e.g. snapshots
+DISTILLERS = Registry("distiller", "kdrec.distill")
+register_distiller = DISTILLERS.register
 
 
 @dataclass
 class DistillContext:
     student: nn.Module
     teacher: nn.Module | None
-    task: Any  # CTRTask / TopKTask: train_batches, task_loss, evaluate, predict
+    task: Task  # CTRTask / TopKTask (kdrec.tasks.base.Task)
     device: torch.device
     teacher_dir: Path | None  # where teacher-derived caches live (computed once per teacher)
     seed: int = 0
@@ -89,26 +71,15 @@ class Distiller:
 
 
 def get_distiller_class(name: str) -> type:
-    import kdrec.distill.all  # noqa: F401
-
-    if name not in DISTILLERS:
-        raise ConfigError(f"unknown distiller {name!r}; registered: {sorted(DISTILLERS)}")
-    return DISTILLERS[name]
+    return DISTILLERS.get(name)
 
 
-def build_distiller(cfg) -> Distiller:
+def distiller_config(cfg):
     from kdrec.models.registry import model_params
 
     cls = get_distiller_class(cfg["name"])
-    return cls(build_dataclass(cls.Config, model_params(cfg), f"distiller ({cfg['name']})"))
+    return build_dataclass(cls.Config, model_params(cfg), f"distiller ({cfg['name']})")
 
 
-def unique_params(*param_iters) -> list[nn.Parameter]:
-    """Unique parameters in a stable order. A phase's list is exactly what trains: the loop turns
-    ``requires_grad`` on for these and off for every other parameter of the phase's modules."""
-    seen, out = set(), []
-    for p in (q for it in param_iters for q in it):
-        if id(p) not in seen:
-            seen.add(id(p))
-            out.append(p)
-    return out
+def build_distiller(cfg) -> Distiller:
+    return get_distiller_class(cfg["name"])(distiller_config(cfg))

@@ -12,23 +12,24 @@ No model knows whether it is a teacher or a student, and none picks a device.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from kdrec.data.spec import FeatureMap
 from kdrec.models.layers.embedding import FieldEmbedding
+from kdrec.schema import ge, one_of
 
 
 @dataclass
 class CTRModelConfig:
     """Fields shared by every CTR model config; subclasses add their own."""
 
-    embed_dim: int = 10
+    embed_dim: int = field(default=10, metadata=ge(1))
     # "normal": N(0, 1e-4) (FuxiCTR/BARS); "xavier": xavier-uniform of each field's table (the
     # official DAGFM code's init)
-    embed_init: str = "normal"
+    embed_init: str = field(default="normal", metadata=one_of("normal", "xavier"))
 
 
 class CTRModel(nn.Module):

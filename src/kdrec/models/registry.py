@@ -1,39 +1,21 @@
-"""Name-based model registry (RecBole-style). A config's ``name`` picks the class; every other key
-must be a field of the class's ``Config`` dataclass, so a misspelled key fails loudly."""
+"""Name-based model registry. A config's ``name`` picks the class; every other key must be a field
+of the class's ``Config`` dataclass with the right type and range, so a misspelled key or a bad
+value fails before any work."""
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from kdrec.errors import ConfigError
+from kdrec.registry import Registry
+from kdrec.schema import build_dataclass
 
-MODELS: dict[str, type] = {}
+MODELS = Registry("model", "kdrec.models")
+register_model = MODELS.register
 
 # keys a model yaml may carry that are not model hyperparameters
 RESERVED_KEYS = {"name", "train"}
-
-
-def register_model(name: str) -> Callable[[type], type]:
-    def deco(cls: type) -> type:
-        if name in MODELS and MODELS[name] is not cls:
-            raise ValueError(f"model {name!r} registered twice")
-        MODELS[name] = cls
-        cls.registry_name = name
-        return cls
-
-    return deco
-
-
-def build_dataclass(cls: type, values: dict[str, Any], where: str):
-    """Instantiate a config dataclass, naming the offending key on a typo."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
-    return cls(**values)
 
 
 def model_params(cfg: DictConfig | dict) -> dict[str, Any]:
@@ -42,15 +24,15 @@ def model_params(cfg: DictConfig | dict) -> dict[str, Any]:
 
 
 def get_model_class(name: str) -> type:
-    import kdrec.models.all  # noqa: F401  (registers every model)
+    return MODELS.get(name)
 
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; registered: {sorted(MODELS)}")
-    return MODELS[name]
+
+def model_config(cfg: DictConfig | dict, where: str = "model"):
+    """The checked ``Config`` dataclass of the model ``cfg`` names (no module is built)."""
+    cls = get_model_class(cfg["name"])
+    return build_dataclass(cls.Config, model_params(cfg), f"{where} ({cfg['name']})")
 
 
 def build_model(cfg: DictConfig | dict, *context, where: str = "model"):
     """``build_model(cfg.teacher, feature_map)`` -> an ``nn.Module`` on CPU."""
-    cls = get_model_class(cfg["name"])
-    params = build_dataclass(cls.Config, model_params(cfg), f"{where} ({cfg['name']})")
-    return cls(*context, params)
+    return get_model_class(cfg["name"])(*context, model_config(cfg, where))

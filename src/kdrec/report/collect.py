@@ -50,26 +50,53 @@ def _label(ov: dict[str, str]) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(ov.items()))
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise KdrecError(f"report: {path} is not valid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise KdrecError(f"report: {path} is not a JSON object")
+    return obj
+
+
+def _has_metrics(m: dict | None) -> bool:
+    return isinstance(m, dict) and all(
+        isinstance(m.get(split), dict) and m[split] and
+        all(isinstance(v, (int, float)) for v in m[split].values()) for split in ("valid", "test"))
+
+
+def read_metrics(path: Path) -> dict:
+    """A run's metrics.json; one that is not JSON or holds no valid/test metrics is an error
+    naming the file (a report must not count it as a run)."""
+    m = _read_json(path)
+    if not _has_metrics(m):
+        raise KdrecError(f"report: {path} holds no valid/test metrics (expected {{\"valid\": {{...}}, "
+                         "\"test\": {...}} as kdrec writes); remove it or the run's folder")
+    if "teacher" in m and not _has_metrics(m["teacher"]):
+        raise KdrecError(f"report: {path}: its \"teacher\" entry holds no valid/test metrics")
+    return m
+
+
 def collect_rows(dirs: list[Path]) -> list[dict]:
     rows, seen_teachers = [], set()
     for root in dirs:
         if not root.exists():
             raise KdrecError(f"report: {root} does not exist")
+        if not root.is_dir():
+            raise KdrecError(f"report: {root} is not a directory (give run or sweep directories)")
         for mfile in sorted(root.rglob("metrics.json")):
             job = mfile.parent
             if "teachers" in job.parts and not (job / ".hydra").is_dir():
                 continue  # the teacher cache itself; teachers are reported through their runs
-            try:
-                m = json.loads(mfile.read_text())
-            except json.JSONDecodeError as exc:
-                raise KdrecError(f"report: {mfile} is not valid JSON ({exc})") from exc
+            m = read_metrics(mfile)
             ov = _overrides(job)
             seed = ov.pop("seed", str(m.get("seed", "")))
             tseed = ov.pop("teacher_seed", seed)
             flops = m.get("flops", {})
             fjson = job / "flops.json"
             if fjson.is_file():  # benchmark-flops measured latency too: prefer it
-                flops = json.loads(fjson.read_text())
+                flops = _read_json(fjson)
             is_teacher_run = "distiller" not in m and "teacher_dir" in m
             role = "teacher" if is_teacher_run else "student"
             label = _label(ov) or m.get("model", "?")

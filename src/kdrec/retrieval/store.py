@@ -16,9 +16,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kdrec.artifacts import atomic_torch_save, atomic_write_json, signature, torch_load
+from kdrec.artifacts import atomic_write_json, signature
+from kdrec.cache import cached_torch
 from kdrec.errors import ConfigError
-from kdrec.models.registry import build_dataclass
+from kdrec.schema import build_dataclass
 from kdrec.retrieval.bm25 import FieldBM25, RetrievalConfig, RetrievalStats
 
 log = logging.getLogger("kdrec")
@@ -89,24 +90,20 @@ class RetrievalStore:
             return self._results[(sig, split)]
         d = self.directory(cfg)
         path = d / f"{split}.pt" if d is not None else None
-        n = len(self.splits[split])
-        res = None
-        if path is not None and path.is_file():
-            cached = torch_load(path)
-            if cached["rows"] == n and cached["pool_rows"] == len(self.splits["train"]):
-                res = (cached["ids"].to(self.device), cached["scores"].to(self.device))
-                log.info("retrieval %s/%s: reusing cache %s", sig, split, path)
-        if res is None:
+        meta = {"rows": len(self.splits[split]), "pool_rows": len(self.splits["train"]),
+                "config": cfg.__dict__}
+
+        def compute() -> dict:
             ids, scores, stats = self.search_split(cfg, split)
             log.info("retrieval %s/%s: %d queries in %.1fs (%.0f rows/s, %d dense fallbacks)", sig,
                      split, stats["queries"], stats["seconds"], stats["rows_per_second"],
                      stats["dense_queries"])
-            if path is not None:
-                atomic_torch_save(path, {"rows": n, "pool_rows": len(self.splits["train"]),
-                                         "ids": ids.cpu(), "scores": scores.cpu(),
-                                         "config": cfg.__dict__})
+            if d is not None:  # beside the entry, written before it (the entry commits last)
                 atomic_write_json(d / f"{split}_stats.json", {**stats, "config": cfg.__dict__})
-            res = (ids, scores)
+            return {"ids": ids, "scores": scores}
+
+        value = cached_torch(path, compute, meta, what=f"retrieval {sig}/{split}")
+        res = (value["ids"].to(self.device), value["scores"].to(self.device))
         self._results[(sig, split)] = res
         return res
 

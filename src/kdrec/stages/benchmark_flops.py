@@ -12,9 +12,10 @@ from omegaconf import DictConfig
 from kdrec.artifacts import atomic_write_json
 from kdrec.bench.flops import ratios
 from kdrec.config import config_dir
-from kdrec.stages.common import (build, build_task, guarded, load_data, pick_device, run_dir,
-                                 save_config, seed_everything, train_config)
-from kdrec.stages.evaluate import load_models, load_run_config
+from kdrec.models.registry import build_model
+from kdrec.runs import load_models, load_run_config
+from kdrec.runtime import prepare, run_dir, save_config, seed_everything
+from kdrec.stages.output import guarded
 
 
 def print_flops_table(result: dict) -> None:
@@ -46,20 +47,19 @@ def print_flops_table(result: dict) -> None:
 
 @guarded
 def run(cfg: DictConfig) -> dict:
-    device = pick_device(cfg)
     if cfg.run:
-        rdir, run_cfg = load_run_config(cfg.run)
+        rdir, run_cfg = load_run_config(cfg.run, "benchmark-flops")
         run_cfg.paths, run_cfg.device = cfg.paths, cfg.device
     else:
         rdir, run_cfg = None, cfg
-    data = load_data(run_cfg)
-    task = build_task(run_cfg, data, device, train_config(run_cfg, run_cfg.student).batch_size)
+    rt = prepare(run_cfg)
+    task, device, data = rt.task, rt.device, rt.data
     if rdir is not None:
         models = {k.split(" ", 1)[0]: v for k, v in load_models(run_cfg, rdir, task, data).items()}
     else:  # cost does not depend on trained weights: fresh models of the configured shapes
-        seed_everything(cfg.seed)
-        models = {"teacher": build(cfg.teacher, task, "teacher").to(device),
-                  "student": build(cfg.student, task, "student").to(device)}
+        seed_everything(int(cfg.seed))
+        models = {"teacher": build_model(cfg.teacher, task.feature_map, where="teacher").to(device),
+                  "student": build_model(cfg.student, task.feature_map, where="student").to(device)}
     names = {"teacher": run_cfg.teacher.name, "student": run_cfg.student.name}
     result: dict = {"device": device.type, "dataset": run_cfg.dataset.name}
     for role, model in models.items():
@@ -67,10 +67,10 @@ def run(cfg: DictConfig) -> dict:
     if "teacher" in result and "student" in result:
         result["ratios"] = ratios(result["student"], result["teacher"])
     out = run_dir(cfg)
+    save_config(out / "config_resolved.yaml", cfg)
     atomic_write_json(out / "flops.json", result)
     if rdir is not None:
         atomic_write_json(Path(rdir) / "flops.json", result)
-    save_config(out / "config_resolved.yaml", cfg)
     print_flops_table(result)
     return result
 

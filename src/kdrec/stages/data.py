@@ -14,7 +14,9 @@ from rich.table import Table
 from kdrec.artifacts import atomic_write_json
 from kdrec.config import config_dir
 from kdrec.data.spec import MISSING_ID, OOV_ID, CTRDataset
-from kdrec.stages.common import guarded, load_data, run_dir, save_config
+from kdrec.config import check_config
+from kdrec.runtime import load_data, run_dir, save_config
+from kdrec.stages.output import guarded
 
 
 def summarize(data) -> dict:
@@ -73,6 +75,7 @@ def print_summary(s: dict, seconds: float, console: Console) -> None:
 
 @guarded
 def run(cfg: DictConfig) -> dict:
+    check_config(cfg)
     torch.set_num_threads(max(1, int(cfg.device.get("threads") or torch.get_num_threads())))
     t0 = time.perf_counter()
     data = load_data(cfg)
@@ -80,8 +83,8 @@ def run(cfg: DictConfig) -> dict:
     s = summarize(data)
     s["load_seconds"] = seconds
     out = run_dir(cfg)
-    atomic_write_json(out / "data_summary.json", s)
     save_config(out / "config_resolved.yaml", cfg)
+    atomic_write_json(out / "data_summary.json", s)
     print_summary(s, seconds, Console(width=max(Console().width, 100)))
     return s
 

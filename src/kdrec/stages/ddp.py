@@ -1,9 +1,9 @@
 """`device=ddp`: data-parallel distillation through torchrun.
 
-The Hydra job (one process) resolves the config once, pretrains the teacher if it is not cached,
-writes the resolved config into its run directory and starts ``torchrun`` with ``device.nproc``
-workers. Each worker reads that resolved config (no per-rank output directories), joins the process
-group and runs the same distill body; only rank 0 writes artifacts, into the Hydra run directory.
+The Hydra job (one process) checks the config, pretrains the teacher if it is not cached, claims
+the run's work directory, writes the resolved config into its run directory and starts
+``torchrun`` with ``device.nproc`` workers. Each worker reads that resolved config, joins the
+process group and runs the same pipeline (:mod:`kdrec.pipeline`); only rank 0 writes artifacts.
 
 Equivalent manual launch (e.g. on a multi-GPU node)::
 
@@ -23,31 +23,35 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
+from kdrec import workdir
+from kdrec.distill.base import get_distiller_class
 from kdrec.errors import KdrecError
+from kdrec.pipeline import distill, run_signature
+from kdrec.runtime import prepare, save_config
+from kdrec.teachers import get_teacher
 
 log = logging.getLogger("kdrec")
 CONFIG_NAME = "ddp_config.yaml"
+WORK_NAME = "ddp_work_dir.txt"
 
 
 def launch(cfg: DictConfig, out: Path) -> dict:
-    from kdrec.stages.common import build_task, get_teacher, load_data, pick_device, save_config
-    from kdrec.distill.base import get_distiller_class
-    from kdrec.config import train_config
-
+    rt = prepare(cfg)
     if get_distiller_class(cfg.distiller.name).needs_teacher:  # once, before the workers start
-        data = load_data(cfg)
-        task = build_task(cfg, data, pick_device(cfg), train_config(cfg, cfg.teacher).batch_size)
-        get_teacher(cfg, data, task)
+        get_teacher(cfg, rt.data, rt.task)
     save_config(out / CONFIG_NAME, cfg)
     if int(cfg.device.nproc) == 0:  # print the command for a multi-node / scheduler launch
         cmd = (f"python -m torch.distributed.run --nnodes=<N> --nproc_per_node=<GPUs per node> "
                f"--rdzv-backend=c10d --rdzv-endpoint=<host:port> -m kdrec.stages.ddp {out}")
         print(f"resolved config written to {out / CONFIG_NAME}; start the workers on every node with:\n  {cmd}")
         return {"launch_command": cmd, "run_dir": str(out)}
+    work = workdir.claim(Path(cfg.paths.work) / f"distill-{run_signature(cfg)}", bool(cfg.resume))
+    (out / WORK_NAME).write_text(str(work.path))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={int(cfg.device.nproc)}", "-m", "kdrec.stages.ddp", str(out)]
     log.info("launching %d workers: %s", cfg.device.nproc, " ".join(cmd))
     proc = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    work.release(remove=proc.returncode == 0)
     if proc.returncode != 0:
         raise KdrecError(f"distributed workers failed (exit {proc.returncode}); see {out}")
     return json.loads((out / "metrics.json").read_text())
@@ -55,8 +59,7 @@ def launch(cfg: DictConfig, out: Path) -> dict:
 
 def worker_main(out: Path) -> None:
     cfg = OmegaConf.load(out / CONFIG_NAME)
-    base = cfg.device.base
-    if base == "cuda":
+    if cfg.device.base == "cuda":
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     dist.init_process_group(backend=cfg.device.backend)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
@@ -67,10 +70,11 @@ def worker_main(out: Path) -> None:
     else:  # one rank speaks
         logging.getLogger().setLevel(logging.WARNING)
         logging.getLogger("kdrec").setLevel(logging.WARNING)
-    from kdrec.stages.distill import run_body
-
+    # the launcher claimed the work dir (multi-node launches without it use a per-run folder)
+    wfile = out / WORK_NAME
+    work = Path(wfile.read_text()) if wfile.is_file() else out / "work"
     try:
-        run_body(cfg, out)
+        distill(prepare(cfg), out, work=work)
     finally:
         dist.destroy_process_group()
 

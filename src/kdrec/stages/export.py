@@ -14,8 +14,9 @@ from omegaconf import DictConfig
 from kdrec.artifacts import atomic_write_bytes, atomic_write_json
 from kdrec.config import config_dir
 from kdrec.errors import KdrecError
-from kdrec.stages.common import build_task, guarded, load_data, pick_device, run_dir, train_config
-from kdrec.stages.evaluate import load_models, load_run_config
+from kdrec.runs import load_models, load_run_config
+from kdrec.runtime import prepare, run_dir
+from kdrec.stages.output import guarded
 
 log = logging.getLogger("kdrec")
 
@@ -43,13 +44,12 @@ def export_student(student: torch.nn.Module, example: torch.Tensor, out_dir: Pat
 
 @guarded
 def run(cfg: DictConfig) -> dict:
-    rdir, run_cfg = load_run_config(cfg.run)
+    rdir, run_cfg = load_run_config(cfg.run, "export")
     if not (rdir / "student.pt").is_file():
-        raise KdrecError(f"{rdir} holds no student.pt: export needs a finished distill run")
+        raise KdrecError(f"export: {rdir} holds no student.pt: export needs a finished distill run")
     run_cfg.paths, run_cfg.device = cfg.paths, cfg.device
-    device = pick_device(run_cfg)
-    data = load_data(run_cfg)
-    task = build_task(run_cfg, data, device, train_config(run_cfg, run_cfg.student).batch_size)
+    rt = prepare(run_cfg)
+    task, data = rt.task, rt.data
     if task.kind != "ctr":
         raise KdrecError(f"export supports CTR students; this run's task is {task.kind!r}")
     student = next(m for k, m in load_models(run_cfg, rdir, task, data).items() if k.startswith("student"))

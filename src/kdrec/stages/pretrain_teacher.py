@@ -7,22 +7,21 @@ from omegaconf import DictConfig
 
 from kdrec.artifacts import atomic_write_json
 from kdrec.config import config_dir
-from kdrec.stages.common import (build_task, get_teacher, guarded, load_data, pick_device,
-                                 print_metrics_table, run_dir, save_config, train_config)
+from kdrec.runtime import prepare, run_dir, save_config
+from kdrec.stages.output import console, guarded, print_metrics_table
+from kdrec.teachers import get_teacher
 
 
 @guarded
 def run(cfg: DictConfig) -> dict:
     out = run_dir(cfg)
-    device = pick_device(cfg)
-    data = load_data(cfg)
-    task = build_task(cfg, data, device, train_config(cfg, cfg.teacher).batch_size)
-    teacher, tdir, metrics, trained = get_teacher(cfg, data, task)
-    result = {**metrics, "teacher_dir": str(tdir), "trained_now": trained,
+    rt = prepare(cfg, model_role="teacher")
+    t = get_teacher(cfg, rt.data, rt.task, console=console)
+    result = {**t.metrics, "teacher_dir": str(t.dir), "trained_now": t.trained_now,
               "model": cfg.teacher.name, "dataset": cfg.dataset.name}
-    atomic_write_json(out / "metrics.json", result)
     save_config(out / "config_resolved.yaml", cfg)
-    print_metrics_table(f"teacher {cfg.teacher.name} on {cfg.dataset.name}", {cfg.teacher.name: metrics})
+    atomic_write_json(out / "metrics.json", result)
+    print_metrics_table(f"teacher {cfg.teacher.name} on {cfg.dataset.name}", {cfg.teacher.name: t.metrics})
     return result
 
 

@@ -10,9 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdrec.artifacts import atomic_torch_save, torch_load
+from kdrec.cache import cached_torch
 from kdrec.data.spec import CTRDataset
+from kdrec.errors import DataError
 from kdrec.eval.metrics import ctr_metrics
+from kdrec.tasks.registry import register_task
 
 
 @dataclass
@@ -25,10 +27,25 @@ class CTRBatch:
         return self.y.shape[0]
 
 
+def check_labels(data: CTRDataset) -> None:
+    """Training and AUC need both classes in train and valid; say so before any work."""
+    for split in ("train", "valid"):
+        y = data.splits[split].y
+        if len(y) == 0:
+            raise DataError(f"dataset {data.feature_map.dataset}: the {split} split is empty")
+        pos = int((y > 0.5).sum())
+        if pos == 0 or pos == len(y):
+            raise DataError(f"dataset {data.feature_map.dataset}: every label of the {split} split is "
+                            f"{int(pos > 0)} ({len(y):,} rows); a CTR task needs positive and negative "
+                            "rows in train and valid (check the label column)")
+
+
+@register_task("ctr")
 class CTRTask:
     kind = "ctr"
     monitor = "auc"
     monitor_mode = "max"
+    loss_metric = "logloss"
 
     def __init__(self, data: CTRDataset, device: torch.device, batch_size: int,
                  eval_batch_size: int = 65536):
@@ -36,6 +53,7 @@ class CTRTask:
         self.device = device
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
+        check_labels(data)
         # whole splits live on the device once; batches are views/gathers, never per-row objects
         self.splits = {k: v.to(device) for k, v in data.splits.items()}
         # neighbours for models with ``uses_retrieval`` (RIM), computed lazily once per retrieval
@@ -85,17 +103,17 @@ class CTRTask:
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         return ctr_metrics(self.splits[split].y, self.predict(model, split))
 
+    def teacher_cache(self, name: str, teacher_dir: Path | None, compute) -> torch.Tensor:
+        """``compute()`` once per teacher and name, stored under ``<teacher_dir>/cache`` (locked,
+        complete or absent: :mod:`kdrec.cache`)."""
+        path = Path(teacher_dir) / "cache" / f"{name}.pt" if teacher_dir else None
+        meta = {"data": getattr(self.data, "signature", ""),
+                "rows": {k: len(v) for k, v in self.splits.items()}}
+        return cached_torch(path, compute, meta, what=f"teacher cache {name}").to(self.device)
+
     def teacher_logits(self, teacher: nn.Module, split: str, teacher_dir: Path | None) -> torch.Tensor:
         """Teacher logits for every row of ``split``, computed once per teacher and cached beside it."""
-        path = teacher_dir / "cache" / f"logits_{split}.pt" if teacher_dir else None
-        if path is not None and path.is_file():
-            cached = torch_load(path)
-            if cached["rows"] == self.num_rows(split):
-                return cached["logits"].to(self.device)
-        logits = self.predict(teacher, split)
-        if path is not None:
-            atomic_torch_save(path, {"rows": self.num_rows(split), "logits": logits.cpu()})
-        return logits
+        return self.teacher_cache(f"logits_{split}", teacher_dir, lambda: self.predict(teacher, split))
 
     def profile(self, model: nn.Module, latency: bool = True) -> dict[str, float]:
         """Per-sample FLOPs, parameters and (optionally) latency at batch 1 / 4096 on real test rows."""

@@ -1,17 +1,13 @@
-"""Task kinds by name: each dataset declares one (``ctr`` or ``topk``)."""
+"""Task kinds by name: each dataset declares one (``ctr`` or ``topk``); the task class registers
+itself under that name."""
 
 from __future__ import annotations
 
-from kdrec.errors import ConfigError
+from kdrec.registry import Registry
+
+TASKS = Registry("task", "kdrec.tasks")
+register_task = TASKS.register
 
 
-def get_task_class(kind: str):
-    if kind == "ctr":
-        from kdrec.tasks.ctr import CTRTask
-
-        return CTRTask
-    if kind == "topk":
-        from kdrec.tasks.topk import TopKTask
-
-        return TopKTask
-    raise ConfigError(f"unknown task kind {kind!r}")
+def get_task_class(kind: str) -> type:
+    return TASKS.get(kind)

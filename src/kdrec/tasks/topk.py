@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdrec.artifacts import atomic_torch_save, torch_load
+from kdrec.cache import cached_torch
 from kdrec.data.interactions import InteractionDataset
 from kdrec.eval.ranking import CSR, TopKRanker, ranking_metrics, topn
+from kdrec.tasks.registry import register_task
 
 DEFAULT_KS = (10, 20, 50)
 
@@ -33,10 +34,12 @@ class TopKBatch:
         return self.users.shape[0]
 
 
+@register_task("topk")
 class TopKTask:
     kind = "topk"
     monitor = "ndcg@20"
     monitor_mode = "max"
+    loss_metric = None
 
     def __init__(self, data: InteractionDataset, device: torch.device, batch_size: int,
                  eval_batch_size: int = 65536, ks: tuple[int, ...] | None = None,
@@ -142,16 +145,11 @@ class TopKTask:
         return topn(I, U, n, [self._item_csr], self.user_chunk)
 
     def teacher_cache(self, name: str, teacher_dir: Path | None, compute) -> torch.Tensor:
-        """``compute()`` once per teacher and cache name, stored under ``<teacher_dir>/cache``."""
+        """``compute()`` once per teacher and cache name, stored under ``<teacher_dir>/cache`` (locked,
+        complete or absent: :mod:`kdrec.cache`)."""
         path = Path(teacher_dir) / "cache" / f"{name}.pt" if teacher_dir else None
-        if path is not None and path.is_file():
-            st = torch_load(path)
-            if st.get("data") == self.data.signature:
-                return st["value"].to(self.device)
-        value = compute()
-        if path is not None:
-            atomic_torch_save(path, {"data": self.data.signature, "value": value.cpu()})
-        return value
+        return cached_torch(path, compute, {"data": self.data.signature},
+                            what=f"teacher cache {name}").to(self.device)
 
     # ------------------------------------------------------------------ cost
     def ranker(self, model: nn.Module, k: int = 20) -> TopKRanker:

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from kdrec.artifacts import atomic_torch_save, signature, torch_load
+from kdrec.artifacts import signature
+from kdrec.cache import cached_torch
 from kdrec.distill.base import DistillContext, Distiller, Phase, register_distiller, unique_params
 from kdrec.errors import ConfigError
 from kdrec.models.ctr.rok import ROKStudent, ROKStudentConfig
@@ -133,26 +134,20 @@ class ROK(Distiller):
 
     def teacher_targets(self, ctx: DistillContext) -> dict:
         task, teacher = ctx.task, ctx.teacher
-        out = {}
-        for split in ("train", "valid", "test"):
-            path = ctx.teacher_dir / "cache" / f"rok_{self.cfg.knowledge}_{split}.pt" \
-                if ctx.teacher_dir else None
-            if path is not None and path.is_file():
-                cached = torch_load(path)
-                if cached["rows"] == task.num_rows(split):
-                    out[split] = cached["r"].to(task.device)
-                    continue
+
+        @torch.no_grad()
+        def represent(split: str) -> torch.Tensor:
             teacher.eval()
             x = task.splits[split].x
             rows = torch.arange(x.shape[0], device=x.device)
             bs = task.eval_batch_size
-            with torch.no_grad():
-                r = torch.cat([teacher.represent(*task.model_inputs(teacher, split, rows[i:i + bs],
-                                                                    x[i:i + bs]), kind=self.cfg.knowledge)
-                               for i in range(0, x.shape[0], bs)])
-            if path is not None:
-                atomic_torch_save(path, {"rows": task.num_rows(split), "r": r.cpu()})
-            out[split] = r
+            return torch.cat([teacher.represent(*task.model_inputs(teacher, split, rows[i:i + bs],
+                                                                   x[i:i + bs]), kind=self.cfg.knowledge)
+                              for i in range(0, x.shape[0], bs)])
+
+        out = {split: task.teacher_cache(f"rok_{self.cfg.knowledge}_{split}", ctx.teacher_dir,
+                                         lambda split=split: represent(split))
+               for split in ("train", "valid", "test")}
         mode = self.cfg.normalize_targets
         if mode != "none":
             mu = out["train"].mean(0)
@@ -168,20 +163,20 @@ class ROK(Distiller):
         return signature({k: c[k] for k in keys}, ctx.seed, ctx.student.kb.repr_dim)
 
     def setup(self, ctx: DistillContext) -> None:
-        from kdrec.train.loop import fit
-
         self.stage1 = None
         if not self.cfg.pretrain:
             return
         kb = ctx.student.kb
         sig = self.kb_signature(ctx)
         cache = ctx.teacher_dir / "cache" / f"rok_kb-{sig}.pt" if ctx.teacher_dir else None
-        if cache is not None and cache.is_file():
-            state = torch_load(cache)
-            kb.load_state_dict(state["state_dict"])
-            self.stage1 = state["result"]
-            log.info("rok: reusing knowledge base %s", cache)
-            return
+        # trained once per (teacher, settings, seed) and shared by every backbone
+        state = cached_torch(cache, lambda: self.train_kb(ctx, kb, sig), what="rok knowledge base")
+        kb.load_state_dict(state["state_dict"])
+        self.stage1 = state["result"]
+
+    def train_kb(self, ctx: DistillContext, kb, sig: str) -> dict:
+        from kdrec.train.loop import fit
+
         targets = self.teacher_targets(ctx)
         ktask = KnowledgeTask(ctx.task, targets, self.loss_fn, self.cfg.pretrain_batch_size)
 
@@ -200,13 +195,12 @@ class ROK(Distiller):
         kb.to(ctx.device)
         res = fit(Phase("knowledge", loss, unique_params(kb.parameters()), [kb]), ktask, tcfg,
                   ckpt_dir=work, seed=ctx.seed, save_modules={"model": kb}, resume=True)
-        self.stage1 = {**res.__dict__, "test": ktask.evaluate(kb, "test")}
-        log.info("rok: knowledge base valid %s, test %s", res.best_valid, self.stage1["test"])
-        if cache is not None:
-            atomic_torch_save(cache, {"state_dict": kb.state_dict(), "result": self.stage1})
+        result = {**res.__dict__, "test": ktask.evaluate(kb, "test")}
+        log.info("rok: knowledge base valid %s, test %s", res.best_valid, result["test"])
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
+        return {"state_dict": kb.state_dict(), "result": result}
 
     # ------------------------------------------------------------------ stage 2
     def phases(self, ctx: DistillContext) -> list[Phase]:

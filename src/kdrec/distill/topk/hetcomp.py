@@ -28,7 +28,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from kdrec.artifacts import atomic_torch_save, signature, torch_load
+from kdrec.artifacts import signature
+from kdrec.cache import cached_torch
 from kdrec.distill.base import Phase, register_distiller, unique_params
 from kdrec.distill.topk.common import TopKDistiller, epoch_generator, plackett_luce_relaxed
 from kdrec.errors import ConfigError
@@ -138,18 +139,21 @@ class HetComp(TopKDistiller):
         sig = signature(task.data.signature, specs, c.teacher_train, c.num_ckpt, c.snapshot_every,
                         c.K, ctx.seed)
         root = (ctx.teacher_dir.parent / "hetcomp" / sig) if ctx.teacher_dir is not None else None
-        if root is not None and (root / "trajectory.pt").is_file():
-            log.info("hetcomp: reusing teacher trajectories %s", root)
-            return torch_load(root / "trajectory.pt")["perms"]
-        import tempfile
-        from pathlib import Path
 
-        work = root if root is not None else Path(tempfile.mkdtemp(prefix="hetcomp-"))
-        perms = torch.stack([self._train_teacher(spec, work / f"teacher{j}", ctx.seed + j)
-                             for j, spec in enumerate(specs)])  # [T, C, U, K]
-        if root is not None:
-            atomic_torch_save(root / "trajectory.pt", {"perms": perms, "teachers": specs})
-        return perms
+        def train_all() -> dict:
+            import tempfile
+            from pathlib import Path
+
+            work = root / "work" if root is not None else Path(tempfile.mkdtemp(prefix="hetcomp-"))
+            perms = torch.stack([self._train_teacher(spec, work / f"teacher{j}", ctx.seed + j)
+                                 for j, spec in enumerate(specs)])  # [T, C, U, K]
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+            return {"perms": perms, "teachers": specs}
+
+        path = root / "trajectory.pt" if root is not None else None
+        return cached_torch(path, train_all, {"signature": sig}, what="hetcomp trajectories")["perms"]
 
     def setup(self, ctx) -> None:
         self.ctx = ctx

@@ -13,20 +13,22 @@ teacher's dimension through their yaml). No model picks a device.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from kdrec.errors import ConfigError
+from kdrec.schema import ge, gt
 
 
 @dataclass
 class TopKModelConfig:
-    embed_dim: int = 64
-    dim_ratio: float = 1.0  # the model's dimension is max(1, round(embed_dim * dim_ratio))
-    reg: float = 1e-4  # L2 on the batch's ego embeddings
-    init_std: float = 0.1
+    embed_dim: int = field(default=64, metadata=ge(1))
+    # the model's dimension is max(1, round(embed_dim * dim_ratio))
+    dim_ratio: float = field(default=1.0, metadata=gt(0))
+    reg: float = field(default=1e-4, metadata=ge(0))  # L2 on the batch's ego embeddings
+    init_std: float = field(default=0.1, metadata=gt(0))
 
     @property
     def dim(self) -> int:

@@ -1,0 +1,86 @@
+"""`kdrec table NAME [overrides] [--workers N]`: run the table's missing jobs (:mod:`kdrec.table`),
+measure latency once training is over, then print and write the table (:mod:`kdrec.report.table`)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from kdrec.errors import KdrecError
+from kdrec.report import table as report_table
+from kdrec.table import results
+from kdrec.table.jobs import plan as make_plan
+from kdrec.table.runner import is_done, measure_latency, run_jobs
+from kdrec.table.spec import load_table
+
+LATENCY_MODES = ("missing", "all", "skip")
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+def _seeds(values: list[str] | None) -> list[int] | None:
+    items = _split(values)
+    try:
+        return [int(v) for v in items] or None
+    except ValueError:
+        raise KdrecError(f"table: --seeds takes integers, got {items}") from None
+
+
+def command_line(name: str, overrides: list[str]) -> str:
+    return " ".join(["kdrec table", name, *map(shlex.quote, overrides), "--from-results"])
+
+
+def run(name: str, overrides: list[str], workers: int = 1, threads: int = 0, from_results: bool = False,
+        seeds: list[str] | None = None, rows: list[str] | None = None, latency: str = "missing",
+        dry_run: bool = False, out: str | None = None) -> int:
+    console = Console(width=160, highlight=False)
+
+    def say(msg: str) -> None:
+        console.print(escape(msg), soft_wrap=True)
+
+    if workers < 1:
+        raise KdrecError(f"table: --workers must be >= 1, got {workers}")
+    if latency not in LATENCY_MODES:
+        raise KdrecError(f"table: --latency must be one of {LATENCY_MODES}, got {latency!r}")
+    spec = load_table(name)
+    plan = make_plan(spec, list(overrides), _seeds(seeds), _split(rows) or None)
+    if dry_run:
+        for j in plan.jobs:
+            state = "done" if results.load(j.result_path) or (j.run_dir / "metrics.json").is_file() else "to run"
+            say(f"{state:7s} {j.name}: kdrec {j.stage} {' '.join(j.overrides)} seed={j.seed}  [{j.signature}]")
+        return 0
+    failed: list = []
+    notes: list[str] = []
+    if not from_results:
+        threads = threads or os.cpu_count() or 1
+        outcome = run_jobs(plan, workers, max(1, threads // workers), say)
+        failed = outcome.failed
+        if outcome.busy:
+            notes.append(f"{len(outcome.busy)} job(s) were being run by another process: "
+                         + ", ".join(j.name for j in outcome.busy) + "; run the table again once they finish")
+        # latency only when no training runs: not while another process still runs jobs of this table
+        notes += measure_latency(plan, "skip" if outcome.busy else latency, say)
+    found = {j: r for j in plan.jobs if (r := results.load(j.result_path)) is not None}
+    if not found:
+        why = "; ".join(notes) or ("every job failed (see above)" if failed else "")
+        raise KdrecError(f"table {spec.name}: no finished job in {plan.results}" + (f": {why}" if why else ""))
+    built = report_table.build(spec, plan.jobs, found, plan.seeds, command_line(name, plan.extra), plan.results)
+    out_dir = Path(out) if out else plan.outputs
+    written = report_table.write(built, spec, out_dir)
+    print(built.markdown, flush=True)  # plain: the markdown is meant to be copied as it is
+    for n in notes:
+        say(n)
+    say(f"wrote {', '.join(str(p) for p in written)}")
+    if failed:
+        say(f"{len(failed)} job(s) failed: " + "; ".join(f"{j.name} (log {log})" for j, log in failed))
+        return 1
+    return 0
+
+
+__all__ = ["run", "is_done"]

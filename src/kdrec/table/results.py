@@ -1,0 +1,113 @@
+"""One small JSON per finished table job, under ``<paths.results>/<table>/<row>/seed<k>-<sig>.json``
+(``results/`` in the project, meant to be committed): the job's row, seed, identity overrides and
+signature, its metrics (the teacher's too), per-sample FLOPs, latency once measured (with the load
+average at that moment), package versions, wall seconds and the kdrec git commit. ``kdrec table``
+counts these files as done, so a table resumes on another machine from the repository, and
+``--from-results`` rebuilds the table from them alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from functools import lru_cache
+from pathlib import Path
+
+from kdrec.artifacts import atomic_write_json
+from kdrec.errors import KdrecError
+from kdrec.table.jobs import Job
+
+FORMAT = 1
+MACHINE_KEYS = ("dir", "teacher_dir")  # absolute paths of one machine: not kept
+
+
+@lru_cache(maxsize=1)
+def environment() -> dict:
+    import numpy
+    import polars
+    import torch
+
+    import kdrec
+
+    return {"versions": {"kdrec": kdrec.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
+                         "polars": polars.__version__, "python": platform.python_version()},
+            "platform": platform.platform(), "cpu_count": os.cpu_count(), "git": git_commit()}
+
+
+def git_commit() -> dict | None:
+    """The commit of the kdrec source tree (None outside a git checkout); ``dirty`` when src/ or
+    conf/ differ from it."""
+    root = Path(__file__).resolve().parents[3]
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+        if sha.returncode != 0:
+            return None
+        st = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "src", "conf"],
+                            capture_output=True, text=True, timeout=10)
+        return {"commit": sha.stdout.strip(), "dirty": bool(st.stdout.strip())}
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _strip(d: dict | None) -> dict | None:
+    return None if d is None else {k: v for k, v in d.items() if k not in MACHINE_KEYS}
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise KdrecError(f"{what} {path} cannot be read as JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise KdrecError(f"{what} {path} is not a JSON object")
+    return obj
+
+
+def from_run(job: Job, seconds: float | None) -> dict:
+    """The result record of a finished job, from its run directory's metrics.json."""
+    m = read_json(job.run_dir / "metrics.json", "metrics file")
+    flops = m.pop("flops", None) or {}
+    teacher = _strip(m.pop("teacher", None))
+    return {"format": FORMAT, "table": job.table, "row": job.row.id, "label": job.row.label,
+            "group": job.row.group, "seed": job.seed, "stage": job.stage,
+            "overrides": job.identity_overrides(), "signature": job.signature,
+            "model": m.get("model"), "distiller": m.get("distiller"), "dataset": m.get("dataset"),
+            "metrics": _strip(m), "teacher": teacher,
+            "flops": {k: v for k, v in flops.items() if k in ("student", "teacher")},
+            "latency": None, "seconds": seconds,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **environment()}
+
+
+def load(path: Path) -> dict | None:
+    """The result at ``path``, None if there is none; an unreadable file is an error naming it."""
+    if not Path(path).is_file():
+        return None
+    r = read_json(path, "result file")
+    test = (r.get("metrics") or {}).get("test")
+    if not isinstance(test, dict) or not test:
+        raise KdrecError(f"result file {path} holds no test metrics; delete it to rerun the job")
+    return r
+
+
+def save(path: Path, result: dict) -> None:
+    atomic_write_json(path, result)
+
+
+def add_latency(result: dict, flops_json: dict, loadavg: tuple[float, float, float], threads: int) -> dict:
+    """Record a ``benchmark-flops`` measurement: latency per model, the load average just before
+    it (latency is only comparable on an idle machine), and the FLOPs of models the job's own
+    metrics lacked (a teacher row's)."""
+    lat = {}
+    for role in ("student", "teacher"):
+        prof = flops_json.get(role)
+        if not prof:
+            continue
+        lat[role] = {k: v for k, v in prof.items() if k.startswith("latency_ms")}
+        result.setdefault("flops", {}).setdefault(role, {k: v for k, v in prof.items()
+                                                         if not k.startswith("latency_ms") and k != "model"})
+    result["latency"] = {**lat, "loadavg": [round(x, 2) for x in loadavg], "threads": threads,
+                         "device": flops_json.get("device"), "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return result

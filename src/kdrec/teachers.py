@@ -1,0 +1,108 @@
+"""The teacher cache: a teacher is trained once per signature (dataset config and content,
+teacher config, its training settings, ``teacher_seed``) and stored under
+``<paths.teachers>/<dataset>/<teacher>-<signature>/``; ``distill`` finds it there, never through
+a hand-passed path. Concurrent runs with the same signature train it once: the others wait on
+the entry's lock and load what it wrote (:mod:`kdrec.cache`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from kdrec.artifacts import atomic_torch_save, atomic_write_json, atomic_write_text, signature, torch_load
+from kdrec.bench.flops import param_counts
+from kdrec.cache import cached_dir, is_complete
+from kdrec.config import train_config
+from kdrec.errors import KdrecError
+from kdrec.models.registry import build_model
+from kdrec.runtime import seed_everything
+from kdrec.train.loop import EpochLogger, fit
+from kdrec.train.phase import Phase, unique_params
+
+log = logging.getLogger("kdrec")
+
+
+def teacher_signature(cfg: DictConfig, data) -> str:
+    return signature(cfg.dataset, getattr(data, "signature", ""), cfg.teacher,
+                     train_config(cfg, cfg.teacher).__dict__ | {"progress": None}, cfg.teacher_seed)
+
+
+def teacher_dir(cfg: DictConfig, data) -> Path:
+    return (Path(cfg.paths.teachers) / cfg.dataset.name
+            / f"{cfg.teacher.name}-{teacher_signature(cfg, data)}")
+
+
+def train_plain(model, task, cfg: DictConfig, model_cfg: DictConfig, ckpt_dir: Path, seed: int,
+                resume: bool, console=None, loggers: tuple[EpochLogger, ...] = ()):
+    """Train a model alone on the task loss (teachers, and the `none` distiller's baseline)."""
+    model.to(task.device)
+
+    def loss(batch):
+        return task.task_loss(model, batch)
+
+    phase = Phase("train", loss, unique_params(model.parameters()), [model])
+    return fit(phase, task, train_config(cfg, model_cfg), ckpt_dir=ckpt_dir, seed=seed,
+               save_modules={"model": model}, resume=resume, console=console, loggers=loggers)
+
+
+@dataclass
+class Teacher:
+    model: torch.nn.Module
+    dir: Path
+    metrics: dict
+    trained_now: bool
+
+
+def _load(cfg: DictConfig, task, tdir: Path) -> tuple[torch.nn.Module, dict]:
+    model = build_model(cfg.teacher, task.feature_map, where="teacher").to(task.device)
+    model.load_state_dict(torch_load(tdir / "checkpoint.pt")["state_dict"])
+    model.eval()
+    return model, json.loads((tdir / "metrics.json").read_text())
+
+
+def get_teacher(cfg: DictConfig, data, task, train_if_missing: bool = True, console=None,
+                loggers: tuple[EpochLogger, ...] = ()) -> Teacher:
+    """The teacher for this config: loaded from its signature directory, or pretrained there
+    first (interrupted pretraining resumes from ``<paths.work>/teacher-<signature>``)."""
+    tdir = teacher_dir(cfg, data)
+    trained = False
+    if not is_complete(tdir):
+        if not train_if_missing:
+            raise KdrecError(f"no pretrained teacher for this config at {tdir}; run `kdrec pretrain-teacher` "
+                             "with the same dataset/teacher/trainer overrides")
+
+        def build(tmp: Path) -> None:
+            nonlocal trained
+            log.info("teacher %s: no cached checkpoint for signature %s, pretraining it first into %s",
+                     cfg.teacher.name, tdir.name, tdir)
+            work = Path(cfg.paths.work) / f"teacher-{tdir.name}"
+            seed_everything(int(cfg.teacher_seed))  # before the model is built: its init is seeded
+            model = build_model(cfg.teacher, task.feature_map, where="teacher")
+            res = train_plain(model, task, cfg, cfg.teacher, work, int(cfg.teacher_seed), resume=True,
+                              console=console, loggers=loggers)
+            metrics = {"valid": task.evaluate(model, "valid"), "test": task.evaluate(model, "test"),
+                       "params": param_counts(model)["params"], "train_seconds": res.seconds,
+                       "best_epoch": res.best_epoch, "epochs_run": res.epochs_run}
+            atomic_torch_save(tmp / "checkpoint.pt", {"state_dict": model.state_dict(),
+                                                      "name": cfg.teacher.name, "signature": tdir.name})
+            atomic_write_json(tmp / "metrics.json", metrics)
+            atomic_write_text(tmp / "config.yaml", OmegaConf.to_yaml(OmegaConf.create({
+                "dataset": cfg.dataset, "teacher": cfg.teacher,
+                "trainer": train_config(cfg, cfg.teacher).__dict__, "teacher_seed": cfg.teacher_seed}),
+                resolve=True))
+            shutil.rmtree(work, ignore_errors=True)
+            trained = True
+
+        cached_dir(tdir, build, what=f"teacher {cfg.teacher.name} ({tdir.name})")
+    else:
+        log.info("teacher %s: reusing cached checkpoint %s", cfg.teacher.name, tdir / "checkpoint.pt")
+    # everyone, the process that trained it included, uses the stored weights: identical runs
+    # record identical teachers whoever trained them
+    model, metrics = _load(cfg, task, tdir)
+    return Teacher(model, tdir, metrics, trained)

@@ -1,0 +1,310 @@
+"""`kdrec table`: a table yaml is checked and expanded, jobs get an identity that extra overrides
+change and machine settings do not, jobs sharing a teacher wait for it, the table's numbers come
+from the result files alone, and the smoke table runs, resumes, rebuilds from results/ and dies
+cleanly with its jobs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import DATA_DIR, KDREC, REPO, run_cli
+from kdrec.errors import ConfigError
+from kdrec.report import table as report_table
+from kdrec.report.significance import paired_t
+from kdrec.table.jobs import Job, plan
+from kdrec.table.runner import Scheduler, order
+from kdrec.table.spec import load_table
+
+
+def _yaml(tmp_path: Path, obj: dict, name: str = "t") -> str:
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(obj))
+    return str(p)
+
+
+GROUPED = {
+    "seeds": [1, 2],
+    "overrides": ["trainer.epochs=2"],
+    "groups": [{"id": "a", "label": "A", "overrides": ["experiment=smoke"], "vars": {"s": "FM"}},
+               {"id": "b", "overrides": ["experiment=smoke", "student=lr"], "vars": {"s": "LR"}}],
+    "rows": [{"id": "teacher", "stage": "pretrain-teacher"},
+             {"id": "alone", "label": "{s} alone", "overrides": ["distiller=none"]},
+             {"id": "kd", "label": "{s} + KD in {group}", "overrides": ["distiller=kd"]},
+             {"id": "extra", "overrides": ["distiller=kd", "distiller.alpha=0.5"], "only": ["b"], "baseline": "kd"}],
+    "teacher": "teacher", "baseline": "alone",
+    "columns": ["test:auc", "delta:auc", "ttest:auc", "ratio:flops"],
+}
+
+
+def test_spec_expands_groups_templates_and_references(tmp_path):
+    spec = load_table(_yaml(tmp_path, GROUPED))
+    ids = [r.id for r in spec.rows]
+    assert ids == ["a/teacher", "a/alone", "a/kd", "b/teacher", "b/alone", "b/kd", "b/extra"]
+    rows = {r.id: r for r in spec.rows}
+    assert rows["b/kd"].label == "LR + KD in b" and rows["a/alone"].label == "FM alone"
+    # the table's overrides, then the group's, then the row's
+    assert rows["b/extra"].overrides == ("trainer.epochs=2", "experiment=smoke", "student=lr",
+                                         "distiller=kd", "distiller.alpha=0.5")
+    assert rows["b/extra"].teacher == "b/teacher" and rows["b/extra"].baseline == "b/kd"
+    assert rows["a/kd"].baseline == "a/alone" and rows["a/alone"].baseline is None  # not itself
+    assert rows["a/teacher"].baseline is None  # teacher rows take no default baseline
+    assert spec.groups == [("a", "A"), ("b", "b")]
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"columns": ["test:auc", "nope"]}, "unknown column 'nope'"),
+    ({"columns": ["test"]}, "needs an argument"),
+    ({"baseline": "nobody"}, "baseline names no row: 'nobody'"),
+    ({"rows": [{"id": "x"}, {"id": "x"}]}, "duplicate row id"),
+    ({"rows": [{"id": "x", "overides": []}]}, "overides"),
+    ({"rows": [{"id": "x", "stage": "train"}]}, "allowed: one of 'distill', 'pretrain-teacher'"),
+    ({"rows": [{"id": "x", "label": "{nope}"}]}, "cannot fill '{nope}'"),
+    ({"rows": [{"id": "x", "only": ["zz"]}]}, "unknown group(s) ['zz']"),
+    ({"seeds": [-1]}, "seeds"),
+    ({"columns": ["claim"]}, "needs a claim"),
+])
+def test_spec_errors_name_the_problem(tmp_path, change, says):
+    bad = {**GROUPED, **change}
+    if "rows" in change:
+        bad.update(teacher=None, baseline=None)
+    with pytest.raises(ConfigError) as e:
+        load_table(_yaml(tmp_path, bad))
+    assert says in str(e.value) and "t.yaml" in str(e.value)
+
+
+def test_every_shipped_table_loads_and_names_distinct_jobs():
+    from kdrec.table.spec import table_names
+
+    assert {"smoke", "kd_dagfm", "rok", "topk_ml100k", "topk_gowalla"} <= set(table_names())
+    kd = load_table("kd_dagfm")
+    assert len({r.group for r in kd.rows}) == 6
+    assert sum(r.row == "kd_dagfm_nofinetune" for r in kd.rows) == 2
+    topk = load_table("topk_ml100k")
+    assert [r.row for r in topk.rows][2:] == ["rd", "cd", "rrd", "ir_rrd", "de", "de_rrd", "phr", "ftd", "htd", "hetcomp"]
+    assert {"share:recall@20", "share:ndcg@20"} <= set(topk.cfg.columns)
+
+
+def test_job_identity_follows_overrides_not_machine_settings(outputs, tmp_path):
+    spec = load_table("smoke")
+    base = plan(spec, [])
+    assert [j.seed for j in base.jobs] == [1, 2, 1, 2]
+    assert len({j.signature for j in base.jobs}) == 4
+    same = plan(spec, ["device.threads=3", "trainer.progress=true", f"paths.root={tmp_path / 'elsewhere'}"])
+    assert [j.signature for j in same.jobs] == [j.signature for j in base.jobs]
+    other = plan(spec, ["dataset.num_rows=5000"])
+    assert not {j.signature for j in other.jobs} & {j.signature for j in base.jobs}
+    assert base.results == tmp_path / "results" / "smoke"
+    j = base.jobs[2]
+    assert j.result_path == base.results / "kd" / f"seed1-{j.signature}.json"
+    assert j.run_dir == outputs / "tables" / "smoke" / "kd" / f"seed1-{j.signature}"
+    # the teacher row and the KD row of one seed share a teacher; seeds do not
+    assert base.jobs[0].teacher_key == base.jobs[2].teacher_key != base.jobs[1].teacher_key
+    assert plan(spec, ["distiller=none"], rows=["kd"]).jobs[0].teacher_key is None
+    with pytest.raises(ConfigError, match="use --seeds"):
+        plan(spec, ["seed=3"])
+    with pytest.raises(ConfigError, match="row teacher: .*do not compose"):
+        plan(spec, ["teacher=nope"])
+
+
+def _job(row, seed, key):
+    return Job("t", row, seed, (), f"{row.id}{seed}", key, Path("/r"), Path("/x"))
+
+
+def test_scheduler_runs_one_job_per_untrained_teacher():
+    spec = load_table("smoke")
+    teacher, kd = spec.rows
+    jobs = order([_job(kd, 1, "A"), _job(kd, 2, "B"), _job(teacher, 1, "A"), _job(teacher, 2, "B")])
+    assert [(j.row.id, j.seed) for j in jobs] == [("teacher", 1), ("kd", 1), ("teacher", 2), ("kd", 2)]
+    s = Scheduler(jobs)
+    first, second = s.take(), s.take()
+    assert (first.row.id, first.seed) == ("teacher", 1)
+    assert (second.row.id, second.seed) == ("teacher", 2)  # kd 1 waits for teacher 1
+    s.finish(first, ok=False)  # the teacher job failed: the next job of its key trains it
+    third = s.take()
+    assert (third.row.id, third.seed) == ("kd", 1)
+    s.finish(second, ok=True)
+    fourth = s.take()
+    assert (fourth.row.id, fourth.seed) == ("kd", 2)
+    s.finish(third, ok=True)
+    s.finish(fourth, ok=True)
+    assert s.take() is None
+    ready = Scheduler([_job(kd, 1, "A"), _job(kd, 3, "A")], ready_keys={"A"})
+    assert ready.take() and ready.take()  # a teacher that exists: its jobs run side by side
+
+
+def _result(seed, test, flops=None, teacher_test=None, latency=None, params=10):
+    return {"seed": seed, "model": "m", "seconds": 5.0,
+            "metrics": {"valid": test, "test": test, "params": params},
+            "teacher": {"test": teacher_test} if teacher_test else None,
+            "flops": flops or {}, "latency": latency}
+
+
+def test_table_numbers_from_result_files(tmp_path):
+    spec = load_table(_yaml(tmp_path, {
+        "seeds": [1, 2, 3], "rows": [{"id": "teacher", "stage": "pretrain-teacher"}, {"id": "alone"}, {"id": "kd"}],
+        "teacher": "teacher", "baseline": "alone",
+        "columns": ["test:auc", "delta:auc", "share:auc", "ttest:auc", "flops", "ratio:flops",
+                    "ratio:latency_b1", "latency:b1", "claim"],
+        "claim": {"metric": "auc", "max_drop": 0.001, "max_flops_ratio": 0.215}}))
+    t, alone, kd = spec.rows
+    tauc, aauc, kauc = [0.970, 0.972, 0.974], [0.940, 0.950, 0.945], [0.9695, 0.9705, 0.9735]
+    st = {"student": {"flops_per_sample": 20.0}, "teacher": {"flops_per_sample": 100.0}}
+    jobs, found = [], {}
+    for i, seed in enumerate([1, 2, 3]):
+        for row, auc, res in [
+            (t, tauc[i], _result(seed, {"auc": tauc[i]})),
+            (alone, aauc[i], _result(seed, {"auc": aauc[i]}, flops={"student": {"flops_per_sample": 20.0}})),
+            (kd, kauc[i], _result(seed, {"auc": kauc[i]}, flops=st, teacher_test={"auc": tauc[i]},
+                                  latency={"student": {"latency_ms_b1": 0.5}, "teacher": {"latency_ms_b1": 2.0},
+                                           "loadavg": [0.25, 0.1, 0.1]} if seed == 1 else None))]:
+            j = _job(row, seed, None)
+            jobs.append(j)
+            if not (row is alone and seed == 3):  # one job missing
+                found[j] = res
+    built = report_table.build(spec, jobs, found, [1, 2, 3], "kdrec table t --from-results")
+    rows = {r["row"]: r for r in built.summary.iter_rows(named=True)}
+    assert rows["alone"]["n"] == 2 and rows["kd"]["n"] == 3
+    assert rows["kd"]["test_auc_mean"] == pytest.approx(sum(kauc) / 3)
+    assert rows["kd"]["test_auc_std"] == pytest.approx(0.0020817, rel=1e-4)
+    assert rows["kd"]["delta_auc"] == pytest.approx(sum(kauc) / 3 - 0.972)
+    assert rows["kd"]["share_auc"] == pytest.approx((sum(kauc) / 3) / 0.972)
+    # the teacher row has no FLOPs of its own: the distill rows recorded its cost
+    assert rows["teacher"]["flops_per_sample"] == 100.0
+    assert rows["alone"]["ratio_flops"] == pytest.approx(0.2) and rows["kd"]["ratio_flops"] == pytest.approx(0.2)
+    assert rows["kd"]["ratio_latency_b1"] == pytest.approx(0.25)  # both from one benchmark
+    exp = paired_t(kauc[:2], aauc[:2])  # paired on the seeds both rows have
+    assert rows["kd"]["ttest_auc_p"] == pytest.approx(exp["p"]) and rows["kd"]["ttest_auc_n"] == 2
+    assert rows["kd"]["claim"] is True and rows["alone"]["claim"] is False  # -0.001 exactly holds
+    assert rows["teacher"]["claim"] is None
+    md = built.markdown
+    assert "| alone | 2/3 |" in md and "Missing: 1 job(s): alone seed 3" in md
+    assert "0.9712 ± 0.0021" in md and "| yes |" in md and "load average (1 min) 0.25-0.25" in md
+    assert "Generated from results/t/ by `kdrec table t --from-results`" in md
+    assert not math.isnan(rows["kd"]["ttest_auc_diff"])
+    # a distill row that recorded another teacher than the teacher row's is flagged
+    found[jobs[2]] = _result(1, {"auc": kauc[0]}, flops=st, teacher_test={"auc": 0.5})
+    assert "another teacher" in report_table.build(spec, jobs, found, [1, 2, 3], "x").markdown
+    written = report_table.write(built, spec, tmp_path / "out")
+    assert (tmp_path / "out" / "pareto.png") in written and (tmp_path / "out" / "table.csv").is_file()
+
+
+def _results(root: Path) -> dict[str, dict]:
+    return {str(p.relative_to(root)): json.loads(p.read_text()) for p in sorted(root.rglob("*.json"))}
+
+
+def test_smoke_table_runs_resumes_and_rebuilds_from_results(cli, outputs, tmp_path):
+    first = cli("table", "smoke", "--workers", "2", "--threads", "2")
+    assert "4 jobs, 0 done, 4 to run" in first.stdout
+    res_root = tmp_path / "results" / "smoke"
+    res = _results(res_root)
+    assert len(res) == 4
+    for name, r in res.items():
+        assert {"row", "seed", "overrides", "signature", "metrics", "versions", "seconds", "git"} <= set(r)
+        assert r["metrics"]["test"]["auc"] > 0.5 and f"seed{r['seed']}-{r['signature']}.json" in name
+        assert f"seed={r['seed']}" in r["overrides"] and "experiment=smoke" in r["overrides"]
+        if r["row"] == "kd":
+            assert r["teacher"]["test"]["auc"] > 0.5 and r["flops"]["teacher"]["flops_per_sample"] > 0
+    measured = [r for r in res.values() if r["latency"]]
+    assert sorted(r["row"] for r in measured) == ["kd", "teacher"]  # one benchmark per row
+    for r in measured:
+        assert len(r["latency"]["loadavg"]) == 3 and r["latency"]["threads"] == 1
+        role = "teacher" if r["row"] == "teacher" else "student"
+        assert r["latency"][role]["latency_ms_b1"] > 0 and r["flops"][role]["flops_per_sample"] > 0
+    # every distill job recorded the very teacher its seed's teacher row trained
+    by = {(r["row"], r["seed"]): r for r in res.values()}
+    for seed in (1, 2):
+        assert by[("kd", seed)]["teacher"]["test"] == by[("teacher", seed)]["metrics"]["test"]
+    md = (outputs / "tables" / "smoke" / "table.md").read_text()
+    assert "| FM + logit KD | 2 |" in md and (outputs / "tables" / "smoke" / "pareto.png").is_file()
+    assert md.strip() in first.stdout
+
+    again = cli("table", "smoke", "--workers", "2")
+    assert "4 jobs, 4 done, 0 to run" in again.stdout and "[1/" not in again.stdout
+    assert _results(res_root) == res  # nothing trained, nothing measured again
+
+    # another machine: an empty outputs tree, the results/ of the repository
+    fresh = tmp_path / "outputs2"
+    rebuilt = run_cli("table", "smoke", "--from-results", outputs=fresh)
+    assert (fresh / "tables" / "smoke" / "table.md").read_text() == md
+    assert sorted(p.name for p in fresh.iterdir()) == ["tables"]  # no training, no cache, no runs
+    assert "[1/" not in rebuilt.stdout
+
+    # other overrides: other jobs, none of these results counted
+    dry = cli("table", "smoke", "dataset.num_rows=6000", "--dry-run")
+    assert dry.stdout.count("to run ") == 4 and "done" not in dry.stdout
+    # a finished run whose result file was lost (the table was killed between the two) is not rerun
+    lost = next(res_root.glob("kd/seed2-*.json"))
+    lost.unlink()
+    third = cli("table", "smoke", "--latency", "skip")
+    assert "4 done, 0 to run" in third.stdout and json.loads(lost.read_text())["seconds"] is None
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc (Linux)")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_stopping_the_table_stops_its_jobs_and_counts_nothing(outputs, tmp_path, sig):
+    env = {**os.environ, "KDREC_OUTPUTS": str(outputs), "KDREC_DATA_DIR": str(DATA_DIR),
+           "KDREC_RESULTS": str(tmp_path / "results")}
+    log = open(tmp_path / "table.log", "wb")
+    # a longer teacher so that it is surely in flight when the table is stopped
+    proc = subprocess.Popen([KDREC, "table", "smoke", "--rows", "teacher", "--seeds", "1", "trainer.epochs=200"],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline, kids = time.time() + 120, []
+        while time.time() < deadline and not kids and proc.poll() is None:
+            time.sleep(0.2)
+            kids = _children(proc.pid)
+        assert kids, (tmp_path / "table.log").read_text()
+        time.sleep(1.0)
+        proc.send_signal(sig)
+        rc = proc.wait(60)
+        deadline = time.time() + 30
+        while time.time() < deadline and any(_alive(k) for k in kids):
+            time.sleep(0.2)
+        assert not any(_alive(k) for k in kids), "a table job outlived its table"
+        assert rc == (130 if sig == signal.SIGINT else -signal.SIGKILL)
+        assert not list((tmp_path / "results").rglob("*.json"))  # nothing counted as done
+        assert not list((outputs / "tables").rglob("metrics.json"))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+
+
+def test_a_job_another_process_runs_is_left_to_it(cli, outputs):
+    from filelock import FileLock
+
+    job = plan(load_table("smoke"), [], seeds=[1], rows=["teacher"]).jobs[0]
+    job.run_dir.parent.mkdir(parents=True)
+    with FileLock(str(job.run_dir) + ".lock"):  # as a second `kdrec table` running it would
+        proc = cli("table", "smoke", "--rows", "teacher", "--seeds", "1", check=False)
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert "skipped, another process runs it" in out and "being run by another process" in out
+    assert proc.returncode == 2 and not job.result_path.exists() and not (job.run_dir / "metrics.json").exists()
