@@ -37,7 +37,7 @@ def last_run(root):
 
 
 def topk_train_rows(root) -> int:
-    from kdrec.stages.common import load_data
+    from kdrec.runtime import load_data
 
     return len(load_data(topk_cfg(root)).splits["train"])
 
