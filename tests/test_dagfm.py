@@ -106,3 +106,31 @@ def test_dagfm_readout_and_plus_wiring():
     want = (plus.readout(states.sum(-1).flatten(1)).squeeze(-1)
             + plus.mlp(states.sum(1).flatten(1)).squeeze(-1))
     torch.testing.assert_close(plus(x), want)
+
+
+def test_edge_init_follows_the_official_code():
+    """Official Model/DAGFM.py: inner p = torch.randn(F, F, D) (standard normal, never re-initialised);
+    outer p and q xavier-normal with gain 1.414 per layer. edge_init=xavier keeps kdrec's old inner init."""
+    torch.manual_seed(0)
+    f, d, t = 10, 10, 3
+    inner = DAGInteraction(f, d, t, "inner")
+    assert inner.p.shape == (t, f, f, d)
+    assert abs(inner.p.std().item() - 1.0) < 0.05 and abs(inner.p.mean().item()) < 0.05
+    xavier_std = 1.414 * (2.0 / (f * d + f * d)) ** 0.5  # fan_in = fan_out = F*D for [F, F, D]
+    outer = DAGInteraction(f, d, t, "outer")
+    for w in (outer.p, outer.q):
+        assert abs(w.std().item() / xavier_std - 1.0) < 0.05
+    old = DAGInteraction(f, d, t, "inner", edge_init="xavier")
+    assert abs(old.p.std().item() / xavier_std - 1.0) < 0.05
+    with pytest.raises(ValueError, match="edge_init"):
+        DAGInteraction(f, d, t, "inner", edge_init="uniform")
+
+
+def test_edge_init_is_a_checked_model_option():
+    from kdrec.errors import ConfigError
+
+    fm = FeatureMap("t", [FieldInfo(f"f{i}", 5) for i in range(F_)])
+    m = build_model({"name": "dagfm", "embed_dim": D_, "edge_init": "xavier"}, fm)
+    assert m.dag.p.std().item() < 0.5  # xavier: 1.414 / sqrt(F*D) = 0.41 here
+    with pytest.raises(ConfigError, match="edge_init"):
+        build_model({"name": "dagfm", "embed_dim": D_, "edge_init": "nope"}, fm)

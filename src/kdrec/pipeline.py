@@ -31,16 +31,17 @@ def run_signature(cfg: DictConfig) -> str:
 
 
 def distill(rt: Runtime, out: Path, work: Path | None = None, console=None,
-            loggers: tuple[EpochLogger, ...] = ()) -> dict:
+            loggers: tuple[EpochLogger, ...] = (), teacher_loggers: tuple[EpochLogger, ...] = ()) -> dict:
     """Run the distillation; under torchrun every rank runs it (in the launcher's ``work``
-    directory) and rank 0 writes the artifacts into ``out``."""
+    directory) and rank 0 writes the artifacts into ``out``. A teacher pretrained here logs its
+    epochs to ``teacher_loggers``, the student's phases to ``loggers``."""
     cfg, task, device = rt.cfg, rt.task, rt.device
     tcfg = train_config(cfg, cfg.student)
     distiller = build_distiller(cfg.distiller)
 
     teacher = None
     if distiller.needs_teacher:
-        teacher = get_teacher(cfg, rt.data, task, console=console, loggers=loggers)
+        teacher = get_teacher(cfg, rt.data, task, console=console, loggers=teacher_loggers)
         for p in teacher.model.parameters():
             p.requires_grad_(False)
 

@@ -1,9 +1,19 @@
 """Per-sample cost of a model: FLOPs, embedding lookups, parameters, CPU latency.
 
-FLOPs = 2 x multiply-adds of matrix products as counted by ``torch.utils.flop_counter`` (mm, bmm,
-addmm, einsum lowered to bmm), plus the elementwise multiplies/adds/reductions that counter does
-not see, counted here by a dispatch mode from the output (or input, for reductions) sizes.
-Embedding lookups are gathers, not FLOPs: they are reported in their own column.
+FLOPs are counted on the operators that actually run in an eval-mode, no-grad forward pass at the
+given batch size (a model with an inference form, such as DAGFM, runs that form: its large-batch
+layout at the profiling batch, its dense small-batch form at batch 1; a warm-up call builds such
+forms first, so their one-off construction is not counted):
+
+* matrix products: 2 x multiply-adds, from ``torch.utils.flop_counter`` (mm, bmm, addmm, baddbmm,
+  einsum lowered to bmm) plus matrix-vector products (mv, addmv), counted here;
+* elementwise multiplies/adds/subtractions/divisions (one per output element) and sum/mean
+  reductions (one per input element), counted here by a dispatch mode.
+
+Not counted: bias adds fused into addmm/addmv, activations (ReLU, sigmoid, tanh), softmax,
+normalisation (batch/layer norm), copies and layout changes, and integer index arithmetic.
+Embedding lookups are gathers, not FLOPs: they are reported in their own column (rows gathered
+per sample).
 """
 
 from __future__ import annotations
@@ -26,12 +36,15 @@ _POINTWISE = {aten.mul.Tensor, aten.add.Tensor, aten.sub.Tensor, aten.div.Tensor
 # one FLOP per input element (n-1 adds, rounded up)
 _REDUCTIONS = {aten.sum.dim_IntList, aten.sum.default, aten.mean.dim, aten.mean.default}
 _GATHERS = {aten.embedding.default, aten.index_select.default}
+# matrix-vector products (FlopCounterMode counts mm/bmm/addmm/baddbmm but not these)
+_MATVEC = {aten.mv.default, aten.addmv.default}
 
 
 class _ElementwiseCounter(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.flops = 0
+        self.matvec = 0
         self.lookups = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -42,22 +55,28 @@ class _ElementwiseCounter(TorchDispatchMode):
             self.flops += out.numel()
         elif func in _REDUCTIONS and isinstance(args[0], torch.Tensor):
             self.flops += args[0].numel()
-        elif func in _GATHERS and isinstance(out, torch.Tensor):
-            self.lookups += out.numel() // max(out.shape[-1], 1) if out.dim() > 1 else out.numel()
+        elif func in _MATVEC:
+            mat = args[1] if func is aten.addmv.default else args[0]
+            self.matvec += 2 * mat.numel()
+        elif func is aten.embedding.default:
+            self.lookups += args[1].numel()  # one row per index
+        elif func is aten.index_select.default:
+            self.lookups += args[2].numel()
         return out
 
 
 @torch.no_grad()
 def count_flops(model: nn.Module, *inputs: torch.Tensor, batch: int) -> dict[str, float]:
-    """Per-sample FLOPs of one forward pass over ``inputs`` holding ``batch`` samples."""
+    """Per-sample FLOPs of one eval-mode forward pass over ``inputs`` holding ``batch`` samples."""
     was_training = model.training
     model.eval()
+    model(*inputs)  # builds an inference form once, outside the count
     fc = FlopCounterMode(display=False)
     ew = _ElementwiseCounter()
     with fc, ew:
         model(*inputs)
     model.train(was_training)
-    matmul = fc.get_total_flops() / batch
+    matmul = (fc.get_total_flops() + ew.matvec) / batch
     elementwise = ew.flops / batch
     return {"flops_per_sample": matmul + elementwise, "flops_matmul": matmul,
             "flops_elementwise": elementwise, "embedding_lookups": ew.lookups / batch}
@@ -97,8 +116,10 @@ def latency_ms(model: nn.Module, *inputs: torch.Tensor, repeats: int = 20, warmu
 
 def profile_model(model: nn.Module, sample: torch.Tensor, latency: bool = True,
                   repeats: int = 20) -> dict[str, float]:
-    """FLOPs on ``sample`` rows, params, and latency at batch 1 and 4096 (rows tiled if needed)."""
+    """FLOPs on ``sample`` rows (and on one row: ``flops_per_sample_b1``, what runs at batch 1),
+    params, and latency at batch 1 and 4096 (rows tiled if needed)."""
     out = {**count_flops(model, sample, batch=sample.shape[0]), **param_counts(model)}
+    out["flops_per_sample_b1"] = count_flops(model, sample[:1], batch=1)["flops_per_sample"]
     if latency:
         big = sample.repeat((4096 + sample.shape[0] - 1) // sample.shape[0], 1)[:4096]
         out["latency_ms_b1"] = latency_ms(model, sample[:1], repeats=repeats * 5)
@@ -107,6 +128,7 @@ def profile_model(model: nn.Module, sample: torch.Tensor, latency: bool = True,
 
 
 def ratios(student: dict, teacher: dict) -> dict[str, float]:
-    keys = ["flops_per_sample", "params", "dense_params", "latency_ms_b1", "latency_ms_b4096"]
+    keys = ["flops_per_sample", "flops_per_sample_b1", "params", "dense_params", "latency_ms_b1",
+            "latency_ms_b4096"]
     return {f"{k}_ratio": student[k] / teacher[k] for k in keys
             if k in student and k in teacher and teacher[k]}

@@ -5,8 +5,10 @@ the preprocessing config.
 Steps (every one vectorized or streaming; nothing loops over rows in Python):
 
 1. ``open_table``: the file exists, is not empty, its header holds the required columns, every
-   line has the expected number of fields and every byte is UTF-8 (checked in 16 MiB chunks with
-   numpy, so a 11 GB file is never held whole). Returns how to ``scan_csv`` it (string columns).
+   record has the expected number of fields and every byte is UTF-8 (checked in 16 MiB chunks
+   with numpy, so a 11 GB file is never held whole; RFC 4180 quotes understood: a separator or
+   newline inside ``"..."`` belongs to the field). A UTF-8 byte order mark is skipped. Returns how
+   to ``scan_csv`` it (string columns).
 2. ``table_frames``: one lazy frame of all rows: label, one token per field (numeric fields
    bucketed to integers: ``floor(ln(x)^2)`` for x > 2, else ``int(x)``, the AutoInt/FuxiCTR
    Criteo preprocessing; or DAGFM's ``ceil(ln(x)^2 + 1)``), the split (given files, or a seeded
@@ -20,6 +22,8 @@ Steps (every one vectorized or streaming; nothing loops over rows in Python):
 
 from __future__ import annotations
 
+import bisect
+import csv
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +47,9 @@ TIME = "__time"  # optional int64 event time (unix seconds) a source may hand ov
 KINDS = ("categorical", "numeric")
 NUMERIC_TRANSFORMS = ("log_square", "log_square_ceil", "floor")
 _CHUNK = 1 << 24
+_MAX_RECORD = 1 << 26  # a record longer than this is an unclosed quote, not data
+BOM = b"\xef\xbb\xbf"
+QUOTE = ord('"')
 
 
 # ------------------------------------------------------------------ declarative spec
@@ -128,13 +135,22 @@ class TableFile:
     separator: str
     header: bool
     utf8: bool = True  # False: a legacy 8-bit file (MovieLens' u.item); undecodable bytes replaced
+    # records (0 = first line of the file) that span several lines (a quoted newline), and the
+    # extra lines of all records up to and including each: a data row's line number stays exact
+    multiline: list[int] = field(default_factory=list)
+    extra_lines: list[int] = field(default_factory=list)
 
     @property
     def first_data_line(self) -> int:
         return 2 if self.header else 1
 
+    def record_line(self, record: int) -> int:
+        """1-based line on which ``record`` (0 = the file's first record) starts."""
+        k = bisect.bisect_left(self.multiline, record)
+        return record + 1 + (self.extra_lines[k - 1] if k else 0)
+
     def locate(self, row: int) -> str:
-        return f"line {row + self.first_data_line}"
+        return f"line {self.record_line(row + self.first_data_line - 1)}"
 
     def scan(self, quoted: bool = False) -> pl.LazyFrame:
         return pl.scan_csv(self.path, has_header=self.header, separator=self.separator,
@@ -152,6 +168,7 @@ def open_table(path: Path, *, required: list[str], separator: str = "auto", head
         raise DataError(f"{path}: empty file (0 bytes); expected a header line or data rows")
     with open(path, "rb") as fh:
         head = fh.read(1 << 16)
+    head = head.removeprefix(BOM)
     first_raw = head.split(b"\n", 1)[0]
     try:
         first = first_raw.rstrip(b"\r").decode("utf-8" if utf8 else "latin-1")
@@ -161,7 +178,10 @@ def open_table(path: Path, *, required: list[str], separator: str = "auto", head
         separator = "\t" if "\t" in first else ","
     if len(separator) != 1:
         raise ConfigError(f"separator must be one character or 'auto', not {separator!r}")
-    tokens = [t.strip().strip('"') for t in first.split(separator)]
+    if quoted:  # a quoted header name may hold the separator
+        tokens = [t.strip() for t in next(csv.reader([first], delimiter=separator, quotechar='"'), [])]
+    else:
+        tokens = [t.strip().strip('"') for t in first.split(separator)]
     if header == "auto":
         header = bool(columns) and tokens[:1] == columns[:1] or (not columns and True)
     header = bool(header)
@@ -186,55 +206,117 @@ def open_table(path: Path, *, required: list[str], separator: str = "auto", head
 
 
 def _check_structure(t: TableFile, quoted: bool) -> int:
-    """Stream the file in chunks: every line has len(columns) fields, every byte is UTF-8.
-    Returns the number of data rows."""
+    """Stream the file in chunks: every record has len(columns) fields, every byte is UTF-8.
+    With ``quoted``, separators and newlines inside RFC 4180 quotes do not count (a quote's
+    parity is the number of quote characters before it; ``""`` inside a field toggles twice).
+    Returns the number of data rows; fills ``t.multiline`` for records spanning several lines."""
     sep = ord(t.separator)
     want = len(t.columns) - 1
-    line_no, rows, carry = 1, 0, b""
+    line_no, records, extra, carry = 1, 0, 0, b""
     with open(t.path, "rb") as fh:
+        first = True
         while True:
             block = fh.read(_CHUNK)
-            if not block:
-                body, carry = carry, b""
-                if not body:
-                    break
-                if not body.endswith(b"\n"):
-                    body += b"\n"
-            else:
-                data = carry + block
-                cut = data.rfind(b"\n")
-                if cut < 0:
+            if first:
+                block, first = block.removeprefix(BOM), False
+            data = carry + block
+            if not block and not data:
+                break
+            if not block and not data.endswith(b"\n"):
+                data += b"\n"
+            arr = np.frombuffer(data, dtype=np.uint8)
+            nl = np.flatnonzero(arr == 10)
+            qpos = np.flatnonzero(arr == QUOTE) if quoted else None
+            ends = nl  # record ends: newlines outside quotes
+            if qpos is not None and len(qpos):
+                ends = nl[np.searchsorted(qpos, nl) % 2 == 0]
+            if block:
+                if not len(ends):
+                    if len(data) > _MAX_RECORD:
+                        _check_quotes(t, arr, qpos, nl, line_no, len(data))
+                        raise _unclosed_quote(t, line_no)
                     carry = data
                     continue
-                body, carry = data[:cut + 1], data[cut + 1:]
-            arr = np.frombuffer(body, dtype=np.uint8)
+                cut = int(ends[-1]) + 1
+                body, carry = data[:cut], data[cut:]
+            else:
+                if qpos is not None and len(qpos) % 2:
+                    _check_quotes(t, arr, qpos, nl, line_no, len(data))
+                    raise _unclosed_quote(t, line_no + int(np.searchsorted(nl, ends[-1], side="right")
+                                                           if len(ends) else 0))
+                body, carry = data, b""
+            if qpos is not None and len(qpos):
+                _check_quotes(t, arr, qpos, nl, line_no, len(body))
+            arr = arr[:len(body)]
             if t.utf8 and (arr >= 0x80).any():
                 try:
                     body.decode("utf-8")
                 except UnicodeDecodeError as exc:
                     raise _utf8_error(t.path, body, exc, line_no) from None
-            nl = np.flatnonzero(arr == 10)
-            if not quoted:
-                seps = np.flatnonzero(arr == sep)
-                before = np.searchsorted(seps, nl)
-                per_line = np.diff(before, prepend=0)
-                bad = per_line != want
-                if line_no == 1 and t.header:
-                    bad[0] = False
-                # a lone trailing "\r" or nothing at all is a blank line: still wrong if want > 0
-                if bad.any():
-                    i = int(np.flatnonzero(bad)[0])
-                    start = int(nl[i - 1]) + 1 if i > 0 else 0
-                    text = _decode_line(body[start:int(nl[i])])
-                    what = "an empty line" if not text.strip() else f"{int(per_line[i]) + 1} field(s)"
-                    raise DataError(
-                        f"{t.path}: line {line_no + i}: expected {want + 1} columns separated by "
-                        f"{t.separator!r}, found {what}: {text[:120]!r}")
-            rows += len(nl)
+            nl = nl[nl < len(body)]
+            # physical lines before each record's start (records may hold quoted newlines)
+            raw_end = np.searchsorted(nl, ends)
+            starts_line = line_no + np.concatenate(([0], raw_end[:-1] + 1))
+            spans = np.diff(raw_end, prepend=-1) - 1
+            for r in np.flatnonzero(spans > 0):  # rare: only records with a quoted newline
+                extra += int(spans[r])
+                t.multiline.append(records + int(r))
+                t.extra_lines.append(extra)
+            seps = np.flatnonzero(arr == sep)
+            if qpos is not None and len(qpos):
+                seps = seps[np.searchsorted(qpos, seps) % 2 == 0]
+            per_record = np.diff(np.searchsorted(seps, ends), prepend=0)
+            bad = per_record != want
+            if records == 0 and t.header:
+                bad[0] = False
+            # a lone trailing "\r" or nothing at all is a blank line: still wrong if want > 0
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                start = int(ends[i - 1]) + 1 if i > 0 else 0
+                text = _decode_line(body[start:int(ends[i])])
+                what = "an empty line" if not text.strip() else f"{int(per_record[i]) + 1} field(s)"
+                hint = (" (quoted fields understood; if '\"' is plain text in this file, set "
+                        "dataset.quoted=false)" if quoted and '"' in text else "")
+                raise DataError(
+                    f"{t.path}: line {int(starts_line[i])}: expected {want + 1} columns separated by "
+                    f"{t.separator!r}, found {what}: {text[:120]!r}{hint}")
+            records += len(ends)
             line_no += len(nl)
             if not block:
                 break
-    return rows - (1 if t.header else 0)
+    return records - (1 if t.header else 0)
+
+
+def _check_quotes(t: TableFile, arr: np.ndarray, qpos: np.ndarray, nl: np.ndarray, line_no: int,
+                  upto: int) -> None:
+    """RFC 4180 places quotes only around a whole field (``"a, b"``) or doubled inside one
+    (``"say ""hi"" now"``): by parity, an opening quote follows a separator, a line start or another
+    quote, and a closing one precedes a separator, a line end or another quote. Anything else (a
+    quote inside an unquoted field: ``5" screen``) would make the separator count disagree with
+    the parser, so it is reported with a way out."""
+    q = qpos[qpos < upto]
+    if not len(q):
+        return
+    sep = ord(t.separator)
+    prev = np.where(q > 0, arr[np.maximum(q - 1, 0)], 10)
+    nxt = np.where(q + 1 < len(arr), arr[np.minimum(q + 1, len(arr) - 1)], 10)
+    opens = (prev == sep) | (prev == 10) | (prev == QUOTE)
+    closes = (nxt == sep) | (nxt == 10) | (nxt == 13) | (nxt == QUOTE)
+    bad = np.where(np.arange(len(q)) % 2 == 0, ~opens, ~closes)
+    if not bad.any():
+        return
+    pos = int(q[np.flatnonzero(bad)[0]])
+    start = int(nl[np.searchsorted(nl, pos) - 1]) + 1 if np.searchsorted(nl, pos) > 0 else 0
+    end = int(nl[np.searchsorted(nl, pos)]) if np.searchsorted(nl, pos) < len(nl) else len(arr)
+    text = _decode_line(arr[start:end].tobytes())
+    raise DataError(f"{t.path}: line {line_no + int(np.searchsorted(nl, pos))}: a '\"' in the middle of a "
+                    f"field ({text[:120]!r}); RFC 4180 quotes whole fields (\"5\"\" wide\"). If '\"' is "
+                    "plain text in this file, set dataset.quoted=false")
+
+
+def _unclosed_quote(t: TableFile, line: int) -> DataError:
+    return DataError(f"{t.path}: line {line}: a quoted field is never closed (an opening '\"' without "
+                     "its closing one); fix the quoting, or set dataset.quoted=false if '\"' is plain text")
 
 
 def label_check(label: str) -> pl.Expr:

@@ -16,6 +16,7 @@ from kdrec.models.registry import build_model
 from kdrec.runs import load_models, load_run_config
 from kdrec.runtime import prepare, run_dir, save_config, seed_everything
 from kdrec.stages.output import guarded
+from kdrec.tracking import record
 
 
 def print_flops_table(result: dict) -> None:
@@ -48,14 +49,13 @@ def print_flops_table(result: dict) -> None:
 @guarded
 def run(cfg: DictConfig) -> dict:
     if cfg.run:
-        rdir, run_cfg = load_run_config(cfg.run, "benchmark-flops")
-        run_cfg.paths, run_cfg.device = cfg.paths, cfg.device
+        rdir, run_cfg = load_run_config(cfg, "benchmark-flops")
     else:
         rdir, run_cfg = None, cfg
     rt = prepare(run_cfg)
     task, device, data = rt.task, rt.device, rt.data
     if rdir is not None:
-        models = {k.split(" ", 1)[0]: v for k, v in load_models(run_cfg, rdir, task, data).items()}
+        models = {k.split(" ", 1)[0]: v for k, v in load_models(run_cfg, rdir, task, data, "benchmark-flops").items()}
     else:  # cost does not depend on trained weights: fresh models of the configured shapes
         seed_everything(int(cfg.seed))
         models = {"teacher": build_model(cfg.teacher, task.feature_map, where="teacher").to(device),
@@ -71,6 +71,7 @@ def run(cfg: DictConfig) -> dict:
     atomic_write_json(out / "flops.json", result)
     if rdir is not None:
         atomic_write_json(Path(rdir) / "flops.json", result)
+    record(run_cfg, "benchmark-flops", out, result, source=rdir)
     print_flops_table(result)
     return result
 

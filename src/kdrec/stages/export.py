@@ -1,6 +1,9 @@
 """`kdrec export run=<dir>`: the run's student as a ``torch.export`` program (``student.pt2``,
 dynamic batch size) plus its feature map, ready for serving without kdrec's training code.
-Falls back to TorchScript (``student.ts``) for a model ``torch.export`` cannot trace."""
+A model with an inference form (``serving_module()``, e.g. DAGFM: edge maps with the DAG mask
+folded in, batch-last layout) is exported in that form, so the program holds the derived weights
+as constants instead of recomputing them per call. Falls back to TorchScript (``student.ts``) for
+a model ``torch.export`` cannot trace."""
 
 from __future__ import annotations
 
@@ -17,12 +20,20 @@ from kdrec.errors import KdrecError
 from kdrec.runs import load_models, load_run_config
 from kdrec.runtime import prepare, run_dir
 from kdrec.stages.output import guarded
+from kdrec.tracking import record
 
 log = logging.getLogger("kdrec")
 
 
+def serving_form(model: torch.nn.Module) -> torch.nn.Module:
+    """What to export for ``model``: its inference form for every batch size where it has one."""
+    model.eval()
+    make = getattr(model, "serving_module", None)
+    return make(small_batch=False) if make is not None else model
+
+
 def export_student(student: torch.nn.Module, example: torch.Tensor, out_dir: Path) -> Path:
-    student.eval()
+    student = serving_form(student)
     try:
         batch = torch.export.Dim("batch", min=1, max=1 << 20)
         program = torch.export.export(student, (example,), dynamic_shapes={"x": {0: batch}})
@@ -44,15 +55,12 @@ def export_student(student: torch.nn.Module, example: torch.Tensor, out_dir: Pat
 
 @guarded
 def run(cfg: DictConfig) -> dict:
-    rdir, run_cfg = load_run_config(cfg.run, "export")
-    if not (rdir / "student.pt").is_file():
-        raise KdrecError(f"export: {rdir} holds no student.pt: export needs a finished distill run")
-    run_cfg.paths, run_cfg.device = cfg.paths, cfg.device
+    rdir, run_cfg = load_run_config(cfg, "export", needs_student=True)
     rt = prepare(run_cfg)
     task, data = rt.task, rt.data
     if task.kind != "ctr":
-        raise KdrecError(f"export supports CTR students; this run's task is {task.kind!r}")
-    student = next(m for k, m in load_models(run_cfg, rdir, task, data).items() if k.startswith("student"))
+        raise KdrecError(f"export: only CTR students can be exported; this run's task is {task.kind!r}")
+    student = next(m for k, m in load_models(run_cfg, rdir, task, data, "export").items() if k.startswith("student"))
     out = run_dir(cfg)
     path = export_student(student, task.splits["test"].x[:8], out)
     task.feature_map.save(out / "feature_map.json")
@@ -60,6 +68,7 @@ def run(cfg: DictConfig) -> dict:
             "feature_map": str(out / "feature_map.json"), "input": "int64 [batch, num_fields] field-local ids",
             "output": "float32 [batch] logits"}
     atomic_write_json(out / "export.json", info)
+    record(run_cfg, "export", out, {}, source=rdir)
     log.info("exported %s to %s", run_cfg.student.name, path)
     return info
 

@@ -25,11 +25,24 @@ def guarded(fn):
         try:
             return fn(cfg)
         except KdrecError as exc:
-            log.error("%s", exc)
-            console.print(f"[bold red]kdrec error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            msg = str(exc)
+            stage = _stage_name()
+            if stage and not msg.startswith(stage):  # every message names the stage that printed it
+                msg = f"{stage}: {msg}"
+            log.error("%s", msg)
+            console.print(f"[bold red]kdrec error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
             raise SystemExit(2) from None
 
     return wrapper
+
+
+def _stage_name() -> str:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get().job.name.replace("_", "-")
+    except ValueError:  # called in-process, outside a Hydra job
+        return ""
 
 
 def print_metrics_table(title: str, rows: dict[str, dict]) -> None:

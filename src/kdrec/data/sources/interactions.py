@@ -1,7 +1,9 @@
 """``interactions``: any CSV or parquet with a user and an item column (optionally a timestamp),
 split per user either at random (``split_rule: random``, fractions ``split``) or leave-one-out by
 timestamp (``split_rule: loo``: latest -> test, second latest -> valid). Relative ``path``s are
-read under the data root."""
+read under the data root. A CSV gets the table checks of :func:`kdrec.data.encode.open_table`
+first (a header naming the columns, no ragged record, UTF-8, RFC 4180 quotes, a BOM skipped), so
+bad input is one error naming the file and line, never a parser traceback."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
+from kdrec.data.encode import open_parquet, open_table
 from kdrec.data.interactions import (InteractionDataset, with_ks, encode_cached, encode_ids, leave_one_out,
                                      random_split)
 from kdrec.data.registry import DataPaths, register_dataset
@@ -31,10 +34,17 @@ class InteractionsConfig:
     ks: list[int] = field(default_factory=lambda: [10, 20, 50])  # metric cut-offs
 
 
-def _read(path: Path, cfg: InteractionsConfig) -> pl.DataFrame:
+def _read(path: Path, cfg: InteractionsConfig, columns: list[str], paths: DataPaths) -> pl.DataFrame:
     if path.suffix == ".parquet":
-        return pl.read_parquet(path)
-    return pl.read_csv(path, separator=cfg.separator, infer_schema_length=10000)
+        open_parquet(path, required=columns, paths=paths)
+        return pl.read_parquet(path, columns=columns)
+    open_table(path, required=columns, separator=cfg.separator, header=True, quoted=True, paths=paths)
+    try:  # typed columns (numeric ids keep their numeric order)
+        return pl.read_csv(path, separator=cfg.separator, columns=columns, infer_schema_length=10000,
+                           quote_char='"')
+    except pl.exceptions.PolarsError as exc:  # e.g. a text id after 10,000 numeric ones
+        msg = str(exc).strip().splitlines()[0]
+        raise DataError(f"{path}: cannot read columns {columns}: {msg}") from None
 
 
 @register_dataset("interactions", task="topk", config=InteractionsConfig)
@@ -50,12 +60,10 @@ def build(cfg: InteractionsConfig, paths: DataPaths) -> InteractionDataset:
         p = Path(paths.data_root) / p
 
     def encode():
-        df = _read(p, cfg)
         cols = [cfg.user_col, cfg.item_col] + ([cfg.time_col] if cfg.time_col else [])
-        missing = [c for c in cols if c not in df.columns]
-        if missing:
-            raise DataError(f"{p}: column(s) {missing} not found; columns are {df.columns}")
-        df = df.select(cols).drop_nulls([cfg.user_col, cfg.item_col])
+        df = _read(p, cfg, cols, paths).select(cols).drop_nulls([cfg.user_col, cfg.item_col])
+        if df.height == 0:
+            raise DataError(f"{p}: no row has both a {cfg.user_col!r} and an {cfg.item_col!r} value")
         if cfg.time_col:  # keep the latest time of a repeated (user, item)
             df = df.group_by([cfg.user_col, cfg.item_col]).agg(pl.col(cfg.time_col).max())
         else:

@@ -19,15 +19,18 @@ from kdrec.errors import ConfigError
 @dataclass
 class TableConfig:
     # split -> file, relative to paths.data_root (KDREC_DATA_DIR) unless absolute:
-    # {train, valid, test}, or {all} to split by `split` with `seed`
-    files: dict = field(default_factory=dict)
+    # {train, valid, test}, or {all} to split by `split` with `seed`. dataset=csv/parquet leave it
+    # null in their yaml so that either mapping is a plain override (a mapping there would merge)
+    files: dict | None = None
     fields: list = field(default_factory=list)  # column name, or {name, kind, min_count, source}
     label: str = "label"
     columns: list | None = None  # column names when the file has no header line
     format: str = "auto"  # auto (by suffix) | csv | parquet
     separator: str = "auto"  # one character; auto: tab if the first line has one, else comma
     header: Any = "auto"  # true | false | auto (a header iff the first token is columns[0])
-    quoted: bool = False  # fields may be "quoted" (skips the fast per-line column count check)
+    # RFC 4180 quotes ("a, b" is one field; "" a quote inside). dataset=csv turns it on; the
+    # built-in tables (Frappe, Criteo, Avazu) hold no quotes and keep their cache signature
+    quoted: bool = False
     min_count: int = 1  # values seen fewer times in train map to the OOV id 0
     numeric_transform: str = "log_square"  # numeric fields: log_square (floor(ln(x)^2) if x > 2) | floor
     split: list = field(default_factory=lambda: [0.8, 0.1, 0.1])
@@ -46,6 +49,9 @@ def build_table(name: str, cfg: TableConfig, paths: DataPaths,
     """``derive`` adds columns (named in ``derived``) computed from raw ones before encoding."""
     where = f"dataset {name}"
     fields = parse_fields(cfg.fields, where)
+    if not cfg.files:
+        raise ConfigError(f"{where}: set the input file(s): 'dataset.files={{all: my.csv}}' (split by "
+                          "`split`) or 'dataset.files={train: a.csv, valid: b.csv, test: c.csv}'")
     check_file_keys(cfg.files, where)
     files = {k: resolve(paths, str(v)) for k, v in cfg.files.items()}
     opts = options(cfg)

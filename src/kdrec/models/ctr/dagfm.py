@@ -4,7 +4,11 @@ DAGFM: the DAG interaction (:mod:`kdrec.models.layers.dag`) gives node states h(
 t = 0..T; each is summed over the embedding axis and the F(T+1) values feed one linear read-out.
 DAGFM+ adds a small MLP over the layer-summed node states sum_t h(t) (flattened) for implicit
 interactions; its logit is added to the read-out (the official code defines such a DeepDAGFM but
-never wires it into KD; here ``kd_dagfm_plus`` uses it)."""
+never wires it into KD; here ``kd_dagfm_plus`` uses it).
+
+In eval mode without autograd (evaluation, serving, benchmarks) ``forward`` runs the inference
+form (:mod:`kdrec.models.ctr.dagfm_serving`), derived from the weights once and rebuilt when they
+change; training, and any call with autograd on, runs ``score`` below."""
 
 from __future__ import annotations
 
@@ -16,7 +20,9 @@ from torch import nn
 from kdrec.data.spec import FeatureMap
 from kdrec.errors import ConfigError
 from kdrec.models.base import CTRModel, CTRModelConfig
-from kdrec.models.layers.dag import INTERACTIONS, DAGInteraction
+from kdrec.models.ctr.dagfm_serving import DAGFMServing
+from kdrec.models.layers.dag import EDGE_INITS, INTERACTIONS, DAGInteraction
+from kdrec.models.layers.inference_cache import InferenceCache, serving_mode
 from kdrec.models.layers.mlp import MLP
 from kdrec.models.registry import register_model
 
@@ -30,6 +36,9 @@ def pool(states: list[torch.Tensor]) -> torch.Tensor:
 class DAGFMConfig(CTRModelConfig):
     interaction: str = "inner"
     depth: int = 3
+    # "official": edge weights as the official DAGFM.py (inner ~ N(0, 1), outer xavier-normal);
+    # "xavier": xavier-normal for every edge type (kdrec's inner init before)
+    edge_init: str = "official"
 
 
 @register_model("dagfm")
@@ -43,9 +52,24 @@ class DAGFM(CTRModel):
                               f"not {cfg.interaction!r}")
         if cfg.depth < 1:
             raise ConfigError(f"{self.registry_name}.depth must be >= 1, not {cfg.depth}")
+        if cfg.edge_init not in EDGE_INITS:
+            raise ConfigError(f"{self.registry_name}.edge_init must be one of {EDGE_INITS}, "
+                              f"not {cfg.edge_init!r}")
         f = feature_map.num_fields
-        self.dag = DAGInteraction(f, cfg.embed_dim, cfg.depth, cfg.interaction)
+        self.dag = DAGInteraction(f, cfg.embed_dim, cfg.depth, cfg.interaction, cfg.edge_init)
         self.readout = nn.Linear(f * (cfg.depth + 1), 1)
+        self._serving = InferenceCache(DAGFMServing)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if serving_mode(self):
+            return self._serving.get(self).forward(x)  # no hooks on it: skip Module.__call__
+        return self.score(x, self.embedding(x))
+
+    def serving_module(self, small_batch: bool = True) -> DAGFMServing:
+        """A standalone inference module with this model's current weights (what `kdrec export`
+        exports, with ``small_batch=False``: one program for every batch size)."""
+        with torch.no_grad():
+            return DAGFMServing(self, small_batch=small_batch)
 
     def score(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         states = self.dag(e)  # T+1 node-state tensors [B, F, D]

@@ -13,6 +13,12 @@ where the edge function is
 (``kernel`` is described in the paper but absent from the official code.) All node states of all
 layers, layer 0 included, are returned: [B, T+1, F, D]. The mask is applied to the weights, so
 every layer is one einsum over all fields at once.
+
+Edge weights start as in the official ``Model/DAGFM.py`` (``edge_init="official"``): inner p ~ N(0, 1)
+(``torch.randn``, no re-initialisation), outer p and q xavier-normal with gain 1.414 per layer;
+kernel (not in the official code) xavier-normal with gain 1.414. ``edge_init="xavier"`` gives every
+edge type the xavier-normal init (what kdrec used for inner before; the official DeepDAGFM does so).
+This module is the training path; :mod:`kdrec.models.ctr.dagfm_serving` builds the inference form.
 """
 
 from __future__ import annotations
@@ -21,13 +27,17 @@ import torch
 from torch import nn
 
 INTERACTIONS = ("inner", "outer", "kernel")
+EDGE_INITS = ("official", "xavier")
 
 
 class DAGInteraction(nn.Module):
-    def __init__(self, num_fields: int, dim: int, depth: int = 3, interaction: str = "inner"):
+    def __init__(self, num_fields: int, dim: int, depth: int = 3, interaction: str = "inner",
+                 edge_init: str = "official"):
         super().__init__()
         if interaction not in INTERACTIONS:
             raise ValueError(f"interaction must be one of {INTERACTIONS}, not {interaction!r}")
+        if edge_init not in EDGE_INITS:
+            raise ValueError(f"edge_init must be one of {EDGE_INITS}, not {edge_init!r}")
         self.num_fields, self.dim, self.depth, self.interaction = num_fields, dim, depth, interaction
         f, d = num_fields, dim
         self.connect = nn.Parameter(torch.eye(f))
@@ -36,10 +46,14 @@ class DAGInteraction(nn.Module):
         shape = (depth, f, f, d, d) if interaction == "kernel" else (depth, f, f, d)
         self.p = nn.Parameter(torch.empty(shape))
         self.q = nn.Parameter(torch.empty(depth, f, f, d)) if interaction == "outer" else None
-        for t in range(depth):  # xavier, gain sqrt(2), as the official/RecBole code
-            nn.init.xavier_normal_(self.p.data[t], gain=1.414)
-            if self.q is not None:
-                nn.init.xavier_normal_(self.q.data[t], gain=1.414)
+        with torch.no_grad():
+            for t in range(depth):
+                if interaction == "inner" and edge_init == "official":
+                    nn.init.normal_(self.p[t])  # the official torch.randn(F, F, D)
+                else:
+                    nn.init.xavier_normal_(self.p[t], gain=1.414)
+                if self.q is not None:
+                    nn.init.xavier_normal_(self.q[t], gain=1.414)
 
     def masked(self, w: torch.Tensor) -> torch.Tensor:
         """Zero the weights of edges that are not in the DAG (i > j)."""

@@ -1,0 +1,1 @@
+"""Tracking backends, one module each; every module registers itself in ``LOGGERS``."""
