@@ -55,7 +55,8 @@ def bench_epoch(a, cfg) -> dict:
     task = make_task(cfg, bs)
     torch.manual_seed(0)
     model = build_model(model_cfg, task.feature_map, where=a.role)
-    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
+                           **{"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}[a.adam])
     n_rows = task.num_rows("train")
     n_batches = math.ceil(n_rows / bs)
     gen = torch.Generator().manual_seed(0)
@@ -76,7 +77,7 @@ def bench_epoch(a, cfg) -> dict:
             break
     step = statistics.mean(times[1:]) if len(times) > 1 else times[0]  # first step: warm-up
     return {"bench": "epoch", "experiment": a.experiment, "role": a.role, "model": model_cfg.name,
-            "dim": model.embed_dim, "threads": torch.get_num_threads(), "batch_size": bs,
+            "dim": model.embed_dim, "threads": torch.get_num_threads(), "batch_size": bs, "adam": a.adam,
             "train_rows": n_rows, "batches_per_epoch": n_batches, "timed_batches": len(times) - 1,
             "sampling_s": round(t_sample, 3), "step_ms": round(step * 1e3, 2),
             "epoch_s": round(t_sample + step * n_batches, 2)}
@@ -164,6 +165,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=0)
     ap.add_argument("--batches", type=int, default=30)
+    ap.add_argument("--adam", default="default", choices=["default", "foreach", "fused"],
+                    help="epoch bench: torch.optim.Adam implementation (the trainer uses the default)")
     ap.add_argument("--split", default="valid")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=5)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kdrec.distill.topk.cd import cd_loss
-from kdrec.distill.topk.common import (DistillExperts, annealed_temperature, gumbel_softmax_select,
+from kdrec.distill.topk.common import (DistillExperts, Experts, annealed_temperature, gumbel_softmax_select,
                                        plackett_luce_relaxed, relaxed_ranking_loss, sample_outside,
                                        sample_ranked)
 from kdrec.distill.topk.hetcomp import ensemble_topk, ndcg_overlap
@@ -138,16 +138,31 @@ def test_samplers_respect_exclusions_and_order():
     assert torch.equal(sample_ranked(top, 4, 10.0, False, g), top[:, :4])
 
 
-def test_de_hard_selection_matches_soft_when_cold():
+def test_expert_mixture_paths_match_the_per_expert_reference():
     torch.manual_seed(2)
-    soft, hard = DistillExperts(5, 3, 6, hard_below=0.0), DistillExperts(5, 3, 6, hard_below=1.0)
-    hard.load_state_dict(soft.state_dict())
-    s, t = torch.randn(7, 3), torch.randn(7, 6)
-    idx = torch.tensor([0, 4, 2, 2, 1, 3, 0])
-    assert torch.allclose(hard.experts.selected(s, idx), soft.experts(s)[torch.arange(7), idx], atol=1e-6)
-    w = torch.rand(7)
-    torch.manual_seed(5)
-    a = soft.loss(s, t, 1e-8, weight=w)
-    torch.manual_seed(5)  # same Gumbel noise
-    b = hard.loss(s, t, 1e-8, weight=w)
-    assert a.item() == pytest.approx(b.item(), rel=1e-5)
+    e = Experts(5, 3, 4, 6)
+    x = torch.randn(7, 3, requires_grad=True)
+    a = torch.softmax(torch.randn(7, 5), 1)
+    keep = torch.rand(7, 5) < 0.4
+    keep[torch.arange(7), a.argmax(1)] = True
+    for k in (None, keep):
+        w = a if k is None else a * k
+        ref = (e(x) * w[:, :, None]).sum(1)  # every expert evaluated, weights outside keep zeroed
+        g_ref = torch.autograd.grad(ref.pow(2).sum(), [x, e.w1, e.w2])
+        got = e.mixture(x, a, k)
+        g_got = torch.autograd.grad(got.pow(2).sum(), [x, e.w1, e.w2])
+        assert torch.allclose(got, ref, atol=1e-6)
+        assert all(torch.allclose(u, v, atol=1e-5) for u, v in zip(g_got, g_ref))
+
+
+def test_de_dropping_negligible_experts_matches_all_experts():
+    torch.manual_seed(2)
+    full, sparse = DistillExperts(5, 3, 6, drop_below=0.0), DistillExperts(5, 3, 6, drop_below=1e-6)
+    sparse.load_state_dict(full.state_dict())
+    s, t, w = torch.randn(7, 3), torch.randn(7, 6), torch.rand(7)
+    for temperature in (1.0, 1e-2, 1e-8):  # soft (nothing dropped) to one-hot
+        torch.manual_seed(5)
+        a = full.loss(s, t, temperature, weight=w)
+        torch.manual_seed(5)  # same Gumbel noise
+        b = sparse.loss(s, t, temperature, weight=w)
+        assert a.item() == pytest.approx(b.item(), rel=1e-5)

@@ -1,8 +1,11 @@
 """Top-K task: BPR triples sampled by tensor ops, full-ranking Recall/NDCG/Hit@K, teacher top-N caches.
 
-An epoch visits every train interaction once in a seeded random order; each (user, positive) gets
-one negative drawn uniformly from the items the user has not interacted with in train (rejection
-sampling, vectorized: a few rounds over the rejected rows, all at once).
+An epoch draws as many (user, positive) pairs as there are train interactions: with the dataset's
+``sampling: interaction`` (default) every train interaction once in a seeded random order; with
+``sampling: user`` (LightGCN's and freerec's sampler) a uniform user with train items, then one of
+its train items, each draw independent. Each pair gets one negative drawn uniformly from the items
+the user has not interacted with in train (rejection sampling, vectorized: a few rounds over the
+rejected rows, all at once).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from torch import nn
 
 from kdrec.cache import cached_torch
 from kdrec.data.interactions import InteractionDataset
+from kdrec.errors import ConfigError
 from kdrec.eval.ranking import CSR, TopKRanker, ranking_metrics, topn
 from kdrec.tasks.registry import register_task
 
@@ -56,6 +60,10 @@ class TopKTask:
         self.train_key = tr.users * self.num_items + tr.items  # sorted (splits are (user, item)-sorted)
         self.csr = {k: CSR(v.users, v.items, self.num_users) for k, v in self.splits.items()}
         self._item_csr = None
+        self.sampling = getattr(data, "sampling", "interaction")
+        if self.sampling not in ("interaction", "user"):
+            raise ConfigError(f"dataset.sampling: {self.sampling!r} is not 'interaction' or 'user'")
+        self._train_users = torch.nonzero(self.csr["train"].counts > 0).flatten()
 
     # ------------------------------------------------------------------ basics
     @property
@@ -92,13 +100,24 @@ class TopKTask:
             items = torch.where(bad, draw(users.shape), items)
         return items
 
-    def train_batches(self, generator: torch.Generator, batch_size: int | None = None) -> Iterator[TopKBatch]:
+    def epoch_pairs(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One epoch's (users, positives), ``len(train)`` of them, by the dataset's sampling."""
         tr = self.splits["train"]
+        n = len(tr)
+        if self.sampling == "user":
+            csr = self.csr["train"]
+            pick = torch.randint(len(self._train_users), (n,), generator=generator).to(self.device)
+            users = self._train_users[pick]
+            off = (torch.rand(n, generator=generator).to(self.device) * csr.counts[users]).long()
+            return users, csr.items[csr.indptr[users] + off.clamp_max(csr.counts[users] - 1)]
+        perm = torch.randperm(n, generator=generator).to(self.device)
+        return tr.users[perm], tr.items[perm]
+
+    def train_batches(self, generator: torch.Generator, batch_size: int | None = None) -> Iterator[TopKBatch]:
         bs = batch_size or self.batch_size
-        perm = torch.randperm(len(tr), generator=generator).to(self.device)
-        users, pos = tr.users[perm], tr.items[perm]
+        users, pos = self.epoch_pairs(generator)
         neg = self.sample_negatives(users, generator)
-        for start in range(0, len(tr), bs):
+        for start in range(0, users.shape[0], bs):
             sl = slice(start, start + bs)
             yield TopKBatch(users[sl], pos[sl], neg[sl])
 

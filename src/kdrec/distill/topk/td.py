@@ -70,12 +70,12 @@ class HTD(TopKDistiller):
         T_start: float = 1.0
         T_end: float = 1e-10
         anneal_epochs: int = 50
-        hard_below: float = 1e-3  # evaluate only the selected expert below this temperature (0: never)
+        drop_below: float = 1e-6  # experts with a smaller Gumbel-softmax weight are not evaluated (0: all)
 
     def build_aux(self, ctx) -> nn.ModuleDict:
         d_s, d_t, K = ctx.student.embed_dim, ctx.teacher.embed_dim, self.cfg.num_groups
         self.temperature = self.cfg.T_start
-        h = self.cfg.hard_below
+        h = self.cfg.drop_below
         return nn.ModuleDict({"ga_user": DistillExperts(K, d_s, d_t, h), "ga_item": DistillExperts(K, d_s, d_t, h)})
 
     def on_epoch_start(self, epoch: int) -> None:
