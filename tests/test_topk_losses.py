@@ -166,3 +166,115 @@ def test_de_dropping_negligible_experts_matches_all_experts():
         torch.manual_seed(5)  # same Gumbel noise
         b = sparse.loss(s, t, temperature, weight=w)
         assert a.item() == pytest.approx(b.item(), rel=1e-5)
+
+
+# ---------------------------------------------------------------- reference behaviours (issue 14)
+def _lse(xs):
+    return math.log(sum(math.exp(x) for x in xs))
+
+
+def _hetcomp_case():
+    """1 user, 6 items; item 0 observed (the positive); target [1, 2] (K = 2: half = tenth = 1)."""
+    from types import SimpleNamespace
+
+    from kdrec.distill.topk.hetcomp import CurriculumState, HetComp
+
+    s = [0.4, 1.0, -0.3, 0.2, -1.1, 0.7]
+    h = HetComp(HetComp.Config())
+    h.ctx = SimpleNamespace(task=SimpleNamespace(num_users=1))
+    h._aux = {"curriculum": CurriculumState(1)}
+    h.targets = torch.tensor([[[1, 2]], [[1, 2]]])  # 2 checkpoints
+    h.pos = torch.tensor([[0]])
+    h.train_users, h.train_items = torch.tensor([0]), torch.tensor([0])
+    U, I = torch.ones(1, 1), torch.tensor(s)[:, None]
+    return h, s, U, I, SimpleNamespace(users=torch.tensor([0]))
+
+
+def test_hetcomp_overall_loss_has_the_reference_factor_two():
+    h, s, U, I, batch = _hetcomp_case()
+    rest = _lse([s[3], s[4], s[5]])  # unobserved, not in the target
+    overall = -sum(x - math.log(math.exp(x) + math.exp(rest)) for x in (s[0], s[1], s[2]))
+    assert h.kd_loss(U, I, batch).item() == pytest.approx(2 * overall, rel=1e-5)
+    h.cfg.overall_factor = 1.0
+    assert h.kd_loss(U, I, batch).item() == pytest.approx(overall, rel=1e-5)
+
+
+def test_hetcomp_listwise_positives_exclude_only_the_top_half():
+    h, s, U, I, batch = _hetcomp_case()
+    h._aux["curriculum"].idx.fill_(1)  # last checkpoint: listwise
+    rest_half = [s[2], s[3], s[4], s[5]]  # unobserved minus the target's first K/2 = {1}
+    pos = -(s[0] - _lse([s[0], *rest_half]))
+    top = -(s[1] - _lse([s[1], *rest_half]))  # K/2 and K/10 lists are both [1] here
+    assert h.kd_loss(U, I, batch).item() == pytest.approx(pos + 0.5 * (top + top), rel=1e-5)
+    h.cfg.pos_rest = "list"  # our earlier variant: item 2 (in the target) left out of the rest
+    pos_list = -(s[0] - _lse([s[0], s[3], s[4], s[5]]))
+    assert h.kd_loss(U, I, batch).item() == pytest.approx(pos_list + top, rel=1e-5)
+
+
+def test_hetcomp_positives_are_the_first_train_items_fixed():
+    from kdrec.distill.topk.hetcomp import first_positives
+
+    # CSR: user 0 -> [3, 5, 7], user 1 -> [2, 4], user 2 -> [9]
+    indptr, items = torch.tensor([0, 3, 5, 6]), torch.tensor([3, 5, 7, 2, 4, 9])
+    assert first_positives(indptr, items, 2).tolist() == [[3, 5], [2, 4], [9, 9]]
+    from kdrec.distill.topk.hetcomp import HetComp
+
+    c = HetComp.Config()
+    assert (c.num_pos, c.resample_pos) == (0, False)  # 0: the smallest train degree, fixed
+
+
+def test_htd_keeps_only_same_group_pairs_with_positive_teacher_cosine():
+    t = torch.tensor([[1.0, 0.0], [1.0, 1.0], [-1.0, 0.2]])  # cos(0,1) > 0, cos(0,2) < 0, cos(1,2) < 0
+    s = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])  # cos(0,1) = 0, cos(0,2) = 1, cos(1,2) = 0
+    group = torch.tensor([0, 0, 0])  # one group: the group level is 0
+    ct01 = 1 / math.sqrt(2)
+    ref = 2 * (0 - ct01) ** 2  # pair (0,1) both orders; diagonal terms are 0
+    assert hierarchical_topology_loss(s, t, group, 1).item() == pytest.approx(ref, rel=1e-5)
+    ct02, ct12 = -1 / math.sqrt(1.04), (-1 + 0.2) / math.sqrt(2 * 1.04)
+    every = ref + 2 * (1 - ct02) ** 2 + 2 * (0 - ct12) ** 2
+    got = hierarchical_topology_loss(s, t, group, 1, positive_only=False)
+    assert got.item() == pytest.approx(every, rel=1e-5)
+
+
+def test_rd_and_cd_sum_over_every_triple_user():
+    from types import SimpleNamespace
+
+    from kdrec.distill.topk.cd import CD
+    from kdrec.distill.topk.rd import RD
+
+    batch = SimpleNamespace(users=torch.tensor([0, 0, 1]))  # user 0 in two triples
+    U = torch.tensor([[1.0], [-0.5]])
+    I = torch.tensor([[0.3], [2.0], [-1.0]])
+    rd = RD(RD.Config(K=1))
+    rd.top, rd.static, rd.dyn_items = torch.tensor([[1], [2]]), torch.tensor([[1.0]]), None
+    rd.ctx = SimpleNamespace(task=SimpleNamespace(num_items=3))
+    ls = lambda x: math.log(1 / (1 + math.exp(-x)))  # noqa: E731
+    per_user = [-ls(1.0 * 2.0), -ls(-0.5 * -1.0)]
+    assert rd.kd_loss(U, I, batch).item() == pytest.approx(2 * per_user[0] + per_user[1], rel=1e-6)
+    rd.cfg.users = "unique"
+    assert rd.kd_loss(U, I, batch).item() == pytest.approx(sum(per_user), rel=1e-6)
+
+    cd = CD(CD.Config(n_distill=1))
+    cd.samples, cd.T_user, cd.T_item = torch.tensor([[0], [2]]), U * 2, I
+    one = [cd_loss(torch.tensor([[1.0 * 0.3]]), torch.tensor([[2.0 * 0.3]]), 1.0, 0.0).item(),
+           cd_loss(torch.tensor([[-0.5 * -1.0]]), torch.tensor([[-1.0 * -1.0]]), 1.0, 0.0).item()]
+    assert cd.kd_loss(U, I, batch).item() == pytest.approx(2 * one[0] + one[1], rel=1e-6)
+
+
+def test_cd_tournament_winner_distribution_by_hand_and_drawn_once():
+    from kdrec.distill.topk.cd import CD, tournament_ranks
+
+    pool, T = 3, 1.0
+    w = [math.exp(-r / (pool * T)) for r in (1, 2, 3)]
+    p = [x / sum(w) for x in w]
+    # the winner of one round is the better of two independent draws: P(r) = p_r^2 + 2 p_r P(> r)
+    want = [p[0] ** 2 + 2 * p[0] * (p[1] + p[2]), p[1] ** 2 + 2 * p[1] * p[2], p[2] ** 2]
+    n = 40000
+    got = torch.bincount(tournament_ranks(n, pool, 1, T, torch.Generator().manual_seed(0))[:, 0], minlength=3)
+    assert torch.allclose(got.double() / n, torch.tensor(want, dtype=torch.float64), atol=0.01)
+    full = tournament_ranks(50, pool, 3, T, torch.Generator().manual_seed(1))  # n = pool: every rank once
+    assert torch.equal(full.sort(1).values, torch.arange(3).expand(50, 3))
+    cd = CD(CD.Config())
+    cd.samples = torch.tensor([[4, 5]])
+    cd.on_epoch_start(3)  # tournament samples are drawn once, in setup
+    assert cd.samples.tolist() == [[4, 5]]

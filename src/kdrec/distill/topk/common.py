@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from kdrec.distill.base import DistillContext, Distiller, Phase, unique_params
+from kdrec.errors import ConfigError
 
 
 def plackett_luce_relaxed(s_ranked: torch.Tensor, log_rest: torch.Tensor) -> torch.Tensor:
@@ -49,6 +50,20 @@ def member(keys_sorted: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, n_
     q = rows * n_cols + cols
     pos = torch.searchsorted(keys_sorted, q).clamp_max(keys_sorted.numel() - 1)
     return keys_sorted[pos] == q
+
+
+USER_MODES = ("all", "unique")
+
+
+def kd_users(batch, mode: str) -> torch.Tensor:
+    """The users a per-user KD term is summed over: every BPR triple's user (``all``, repeats
+    counted, as the reference code) or each distinct user once (``unique``)."""
+    return batch.users if mode == "all" else torch.unique(batch.users)
+
+
+def check_users_mode(name: str, mode: str) -> None:
+    if mode not in USER_MODES:
+        raise ConfigError(f"distiller {name}: users must be one of {USER_MODES}, not {mode!r}")
 
 
 def epoch_generator(seed: int, epoch: int, salt: int = 0) -> torch.Generator:

@@ -5,7 +5,8 @@
 * ``htd`` (hierarchical): ``K`` preference groups per side from a selection network on the teacher
   representation (trained with DE-style experts and Gumbel-softmax, the "group assignment" loss
   GA); the topology loss keeps (i) entity-level similarities only between entities of the same
-  group and (ii) group-level similarities between group prototypes (mean representations of the
+  group whose teacher cosine is positive (as the reference; ``positive_only: false`` keeps every
+  same-group pair) and (ii) group-level similarities between group prototypes (mean representations of the
   batch members of each group). ``HTD = gamma * TD + (1 - gamma) * GA``.
 """
 
@@ -32,11 +33,15 @@ def full_topology_loss(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def hierarchical_topology_loss(s: torch.Tensor, t: torch.Tensor, group: torch.Tensor,
-                               num_groups: int) -> torch.Tensor:
-    """Entity level within groups + group level between the prototypes of present groups."""
+                               num_groups: int, positive_only: bool = True) -> torch.Tensor:
+    """Entity level within groups + group level between the prototypes of present groups.
+    ``positive_only``: entity pairs count only where the teacher's cosine is > 0 (the reference)."""
     Z = F.one_hot(group, num_groups).to(s.dtype)  # [n, G]
     same = Z @ Z.T
-    entity = ((cosine_matrix(s) - cosine_matrix(t)).pow(2) * same).sum()
+    ct = cosine_matrix(t)
+    if positive_only:
+        same = same * (ct > 0).to(s.dtype)
+    entity = ((cosine_matrix(s) - ct).pow(2) * same).sum()
     count = Z.sum(0)
     present = (count > 0).to(s.dtype)
     mean = Z.T / count.clamp_min(1)[:, None]  # [G, n]
@@ -71,6 +76,7 @@ class HTD(TopKDistiller):
         T_end: float = 1e-10
         anneal_epochs: int = 50
         drop_below: float = 1e-6  # experts with a smaller Gumbel-softmax weight are not evaluated (0: all)
+        positive_only: bool = True  # entity pairs with teacher cosine > 0 only (reference); false: all
 
     def build_aux(self, ctx) -> nn.ModuleDict:
         d_s, d_t, K = ctx.student.embed_dim, ctx.teacher.embed_dim, self.cfg.num_groups
@@ -90,6 +96,7 @@ class HTD(TopKDistiller):
         ga = aux["ga_user"].loss(U[u], tu, T) + aux["ga_item"].loss(I[i], ti, T)
         with torch.no_grad():  # groups: the selection network's argmax (items offset by K)
             group = torch.cat([aux["ga_user"].assign(tu).argmax(-1), aux["ga_item"].assign(ti).argmax(-1) + K])
-        td = hierarchical_topology_loss(torch.cat([U[u], I[i]]), torch.cat([tu, ti]), group, 2 * K)
+        td = hierarchical_topology_loss(torch.cat([U[u], I[i]]), torch.cat([tu, ti]), group, 2 * K,
+                                        self.cfg.positive_only)
         g = self.cfg.gamma
         return g * td + (1 - g) * ga
