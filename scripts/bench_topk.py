@@ -10,6 +10,9 @@ measured in this process (nothing hard-coded).
     # a distiller's run vs the student alone, same settings (setup + --epochs epochs with evaluation)
     .venv/bin/python scripts/bench_topk.py distill --experiment topk_ml100k --threads 1 --epochs 5 \
         --distillers none rd cd rrd ir_rrd de de_rrd phr ftd htd hetcomp
+    # the same past DE's / HTD's temperature annealing (Gumbel-softmax weights one-hot)
+    .venv/bin/python scripts/bench_topk.py distill --experiment topk_ml100k --threads 1 --epochs 2 \
+        --distillers de de_rrd htd --kd-overrides T_start=1e-4
 
 Models are freshly initialised from the preset's yamls (cost does not depend on trained weights);
 the distill bench's teacher is random too and its caches live in a temporary directory, except
@@ -111,7 +114,8 @@ def bench_distill(a, cfg_base) -> list[dict]:
     names = ["none", "none", *[d for d in a.distillers if d != "none"]]
     hetcomp_root = Path(a.outputs) / "bench_topk_teachers"
     for k, name in enumerate(names):
-        cfg = compose_cfg(a.experiment, [f"distiller={name}", *a.overrides], a.outputs)
+        kd = [f"distiller.{o}" for o in a.kd_overrides] if name != "none" else []
+        cfg = compose_cfg(a.experiment, [f"distiller={name}", *a.overrides, *kd], a.outputs)
         tc = train_config(cfg, cfg.student)
         tc = TrainConfig.from_cfg(tc.__dict__, {"epochs": a.epochs, "patience": 10**6, "progress": False})
         task = make_task(cfg, tc.batch_size)
@@ -143,7 +147,7 @@ def bench_distill(a, cfg_base) -> list[dict]:
                 res = fit(ph, task, tc, ckpt_dir=Path(tmp) / "ckpt", seed=1, save_modules=save)
                 train_s += res.seconds
             fit_s = time.perf_counter() - t1
-        row = {"bench": "distill", "experiment": a.experiment, "distiller": name,
+        row = {"bench": "distill", "experiment": a.experiment, "distiller": name, "kd_overrides": kd,
                "threads": torch.get_num_threads(), "epochs": a.epochs, "setup_s": round(setup_s, 2),
                "train_s": round(train_s, 2), "fit_s": round(fit_s, 2), "run_s": round(setup_s + fit_s, 2)}
         if k == 0:
@@ -171,10 +175,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--distillers", nargs="+", default=["none"])
+    ap.add_argument("--kd-overrides", nargs="*", default=[],
+                    help="distill bench: KEY=VALUE set on every distiller but none (e.g. T_start=1e-4: "
+                         "DE/HTD past their Gumbel-softmax annealing)")
     ap.add_argument("--outputs", default="outputs")
     ap.add_argument("--json", default="", help="append the result rows to this JSON-lines file")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides (after --)")
-    a = ap.parse_args()
+    a = ap.parse_intermixed_args()  # Hydra overrides may follow the options
     torch.set_num_threads(a.threads)
     a.outputs = str(Path(a.outputs).resolve())
     cfg = compose_cfg(a.experiment, a.overrides, a.outputs)

@@ -256,6 +256,7 @@ def test_rd_and_cd_sum_over_every_triple_user():
 
     cd = CD(CD.Config(n_distill=1))
     cd.samples, cd.T_user, cd.T_item = torch.tensor([[0], [2]]), U * 2, I
+    cd.t_samples = cd.teacher_scores(cd.samples)
     one = [cd_loss(torch.tensor([[1.0 * 0.3]]), torch.tensor([[2.0 * 0.3]]), 1.0, 0.0).item(),
            cd_loss(torch.tensor([[-0.5 * -1.0]]), torch.tensor([[-1.0 * -1.0]]), 1.0, 0.0).item()]
     assert cd.kd_loss(U, I, batch).item() == pytest.approx(2 * one[0] + one[1], rel=1e-6)
@@ -278,3 +279,37 @@ def test_cd_tournament_winner_distribution_by_hand_and_drawn_once():
     cd.samples = torch.tensor([[4, 5]])
     cd.on_epoch_start(3)  # tournament samples are drawn once, in setup
     assert cd.samples.tolist() == [[4, 5]]
+
+
+def test_ftd_gram_form_matches_the_pairwise_matrices():
+    from kdrec.distill.topk.td import cosine_matrix
+
+    torch.manual_seed(4)
+    s = torch.randn(40, 3, requires_grad=True)
+    t = torch.randn(40, 7)
+    ref = (cosine_matrix(s) - cosine_matrix(t)).pow(2).sum()
+    got = full_topology_loss(s, t)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-4)
+    g_ref, = torch.autograd.grad(ref, s)
+    g_got, = torch.autograd.grad(got, s)
+    assert torch.allclose(g_got, g_ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("positive_only", [True, False])
+def test_htd_grouped_entity_level_matches_the_masked_matrices(positive_only):
+    from kdrec.distill.topk.td import cosine_matrix, within_group_topology
+
+    torch.manual_seed(5)
+    n, G = 60, 12
+    s = torch.randn(n, 3, requires_grad=True)
+    t = torch.randn(n, 5)
+    for group in (torch.randint(G, (n,)), torch.cat([torch.zeros(50, dtype=torch.long), torch.arange(10)])):
+        same = (group[:, None] == group[None, :]).float()  # second case: one big group, many lone ones
+        ct = cosine_matrix(t)
+        mask = same * (ct > 0).float() if positive_only else same
+        ref = ((cosine_matrix(s) - ct).pow(2) * mask).sum()
+        got = within_group_topology(s, t, group, G, positive_only)
+        assert got.item() == pytest.approx(ref.item(), rel=1e-5)
+        g_ref, = torch.autograd.grad(ref, s)
+        g_got, = torch.autograd.grad(got, s)
+        assert torch.allclose(g_got, g_ref, atol=1e-5)

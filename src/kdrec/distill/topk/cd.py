@@ -21,9 +21,9 @@ from kdrec.errors import ConfigError
 
 
 def cd_loss(s: torch.Tensor, t: torch.Tensor, t1: float, t2: float) -> torch.Tensor:
-    """Summed BCE of student logits ``s`` against soft labels ``sigmoid((t + t2) / t1)``."""
+    """Per-row summed BCE of student logits ``s`` [B, n] against soft labels ``sigmoid((t + t2) / t1)``."""
     q = torch.sigmoid((t + t2) / t1)
-    return F.binary_cross_entropy_with_logits(s, q, reduction="sum")
+    return F.binary_cross_entropy_with_logits(s, q, reduction="none").sum(1)
 
 
 def tournament_ranks(n_rows: int, pool: int, n: int, temperature: float,
@@ -71,6 +71,11 @@ class CD(TopKDistiller):
             g = epoch_generator(ctx.seed, 0, salt=5)
             idx = tournament_ranks(self.top.shape[0], self.top.shape[1], c.n_distill, c.T, g)
             self.samples = self.top.gather(1, idx.to(self.top.device))
+            self.t_samples = self.teacher_scores(self.samples)
+
+    def teacher_scores(self, items: torch.Tensor) -> torch.Tensor:
+        """[U, n] teacher scores of each user's samples (fixed between resamplings)."""
+        return (self.T_user[:, None, :] * self.T_item[items]).sum(-1)
 
     def on_epoch_start(self, epoch: int) -> None:
         c = self.cfg
@@ -80,10 +85,10 @@ class CD(TopKDistiller):
         p = rank_discount_probs(self.top.shape[1], c.pool * c.T, "cpu").expand(self.top.shape[0], -1)
         idx = torch.multinomial(p, c.n_distill, replacement=False, generator=g).to(self.top.device)
         self.samples = self.top.gather(1, idx)
+        self.t_samples = self.teacher_scores(self.samples)
 
     def kd_loss(self, U, I, batch) -> torch.Tensor:
-        users = kd_users(batch, self.cfg.users)
-        items = self.samples[users]
-        s = (U[users][:, None, :] * I[items]).sum(-1)
-        t = (self.T_user[users][:, None, :] * self.T_item[items]).sum(-1)
-        return cd_loss(s, t, self.cfg.t1, self.cfg.t2)
+        users, count = kd_users(batch, self.cfg.users)
+        s = (U[users][:, None, :] * I[self.samples[users]]).sum(-1)
+        bce = cd_loss(s, self.t_samples[users], self.cfg.t1, self.cfg.t2)
+        return (bce * count).sum() if count is not None else bce.sum()

@@ -55,10 +55,13 @@ def member(keys_sorted: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, n_
 USER_MODES = ("all", "unique")
 
 
-def kd_users(batch, mode: str) -> torch.Tensor:
-    """The users a per-user KD term is summed over: every BPR triple's user (``all``, repeats
-    counted, as the reference code) or each distinct user once (``unique``)."""
-    return batch.users if mode == "all" else torch.unique(batch.users)
+def kd_users(batch, mode: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The users a per-user KD term is summed over, as (distinct users, multiplicity or None):
+    every BPR triple's user (``all``, repeats counted, as the reference code; computed once per
+    distinct user and weighted by its count, the same sum) or each distinct user once (``unique``)."""
+    if mode == "all":
+        return torch.unique(batch.users, return_counts=True)
+    return torch.unique(batch.users), None
 
 
 def check_users_mode(name: str, mode: str) -> None:

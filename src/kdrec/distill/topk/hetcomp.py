@@ -233,9 +233,15 @@ class HetComp(TopKDistiller):
         st = self._aux["curriculum"]
         last = self.targets.shape[0] - 1
         idx = st.idx[users]
+        final = idx >= last
+        n_final = int(final.sum())  # one host sync per batch: compute only the losses in use
         overall, listwise = hetcomp_losses(S, observed, self.pos[users], self.targets[idx, users],
-                                           c.pos_rest)
-        return torch.where(idx >= last, listwise, c.overall_factor * overall).sum()
+                                           c.pos_rest, overall=n_final < B, listwise=n_final > 0)
+        if listwise is None:
+            return c.overall_factor * overall.sum()
+        if overall is None:
+            return listwise.sum()
+        return torch.where(final, listwise, c.overall_factor * overall).sum()
 
 
 def first_positives(indptr: torch.Tensor, items: torch.Tensor, n: int) -> torch.Tensor:
@@ -247,27 +253,28 @@ def first_positives(indptr: torch.Tensor, items: torch.Tensor, n: int) -> torch.
 
 
 def hetcomp_losses(S: torch.Tensor, observed: torch.Tensor, pos: torch.Tensor, target: torch.Tensor,
-                   pos_rest: str = "half") -> tuple[torch.Tensor, torch.Tensor]:
+                   pos_rest: str = "half", overall: bool = True,
+                   listwise: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Per-row (overall, listwise) losses from full scores ``S`` [B, n_items], the train mask
-    ``observed``, positives ``pos`` [B, P] and the ranked target ``target`` [B, K]."""
+    ``observed``, positives ``pos`` [B, P] and the ranked target ``target`` [B, K]; a loss not
+    asked for is None (not computed)."""
     K = target.shape[1]
-    rows = torch.arange(S.shape[0], device=S.device)[:, None]
+    unobserved = S.masked_fill(observed, float("-inf"))
 
     def log_rest(listed: torch.Tensor) -> torch.Tensor:
         """log sum exp over unobserved items not in ``listed``."""
-        m = observed.clone()
-        m[rows.expand_as(listed), listed] = True
-        return torch.logsumexp(S.masked_fill(m, float("-inf")), 1)
+        return torch.logsumexp(unobserved.scatter(1, listed, float("-inf")), 1)
 
     s_pos, s_tgt = S.gather(1, pos), S.gather(1, target)
-    # overall: every positive / target item above every non-target unobserved item
-    lr_all = log_rest(target)
-    tops = torch.cat([s_pos, s_tgt], 1)
-    overall = -(tops - torch.logaddexp(tops, lr_all[:, None])).sum(1)
-    # listwise (last checkpoint)
-    half, tenth = max(K // 2, 1), max(K // 10, 1)
-    lr_half = log_rest(target[:, :half])
-    listwise = (plackett_luce_relaxed(s_pos, lr_half if pos_rest == "half" else lr_all)
-                + 0.5 * (plackett_luce_relaxed(s_tgt[:, :half], lr_half)
-                         + plackett_luce_relaxed(s_tgt[:, :tenth], log_rest(target[:, :tenth]))))
-    return overall, listwise
+    lr_all = log_rest(target) if overall or pos_rest == "list" else None
+    out_overall = out_listwise = None
+    if overall:  # every positive / target item above every non-target unobserved item
+        tops = torch.cat([s_pos, s_tgt], 1)
+        out_overall = -(tops - torch.logaddexp(tops, lr_all[:, None])).sum(1)
+    if listwise:  # the last checkpoint's
+        half, tenth = max(K // 2, 1), max(K // 10, 1)
+        lr_half = log_rest(target[:, :half])
+        out_listwise = (plackett_luce_relaxed(s_pos, lr_half if pos_rest == "half" else lr_all)
+                        + 0.5 * (plackett_luce_relaxed(s_tgt[:, :half], lr_half)
+                                 + plackett_luce_relaxed(s_tgt[:, :tenth], log_rest(target[:, :tenth]))))
+    return out_overall, out_listwise

@@ -65,12 +65,13 @@ class RD(TopKDistiller):
             self.dyn_items = None
 
     def kd_loss(self, U, I, batch) -> torch.Tensor:
-        users = kd_users(batch, self.cfg.users)
-        u = U[users][:, None, :]
-        s_top = (u * I[self.top[users]]).sum(-1)
+        users, count = kd_users(batch, self.cfg.users)
+        u = U[users]
+        s_top = (u[:, None, :] * I[self.top[users]]).sum(-1)
         s_dyn = None
         if self.dyn_items is not None:
-            with torch.no_grad():
-                s_dyn = (u * I[self.dyn_items[users]]).sum(-1)
+            with torch.no_grad():  # all scores of the users, then the samples (no [n, S, d] gather)
+                s_dyn = (u @ I.T).gather(1, self.dyn_items[users])
         w = rd_weights(s_top.detach(), s_dyn, self.static, self.ctx.task.num_items, self.cfg.mu)
-        return -(w * F.logsigmoid(s_top)).sum()
+        per_user = -(w * F.logsigmoid(s_top)).sum(1)
+        return (per_user * count).sum() if count is not None else per_user.sum()
