@@ -18,3 +18,9 @@ def test_ddp_two_processes_match_single_process(cli, outputs):
         for k in ("auc", "logloss"):
             assert multi[split][k] == pytest.approx(single[split][k], abs=1e-4)
     assert multi["teacher"]["test"] == single["teacher"]["test"]  # the same cached teacher
+    # rank 0's epochs reach the run's logger (csv): one row per epoch run of each phase
+    import polars as pl
+
+    rows = pl.read_csv(run / "epochs.csv")
+    runs_per_phase = {p["phase"]: p["epochs_run"] for p in multi["phases"]}
+    assert dict(rows.group_by("phase").len().iter_rows()) == runs_per_phase

@@ -86,11 +86,15 @@ def test_freeze_kb_leaves_knowledge_base_out_of_the_phase():
     frozen = ROK(ROKConfig()).phases(ctx)[0].params
     tuned = ROK(ROKConfig(freeze_kb=False)).phases(ctx)[0].params
     assert not kb & {id(p) for p in frozen} and kb <= {id(p) for p in tuned}
-    with pytest.raises(ConfigError, match="freeze_kb"):
-        ROK(ROKConfig(pretrain=False, freeze_kb=True))
+    with pytest.raises(ConfigError, match="kb_init=random"):  # names the frozen alternative
+        ROK(ROKConfig(kb_init="scratch", freeze_kb=True))
+    with pytest.raises(ConfigError, match="kb_init"):
+        ROK(ROKConfig(kb_init="pretrain"))
+    ROK(ROKConfig(kb_init="random", freeze_kb=True))  # the capacity control is allowed
 
 
-ROK_CONFIGS = ["rok", "rok_no_contrastive", "rok_no_kd", "rok_instance", "rok_feature", "rok_finetune"]
+ROK_CONFIGS = ["rok", "rok_no_contrastive", "rok_no_kd", "rok_instance", "rok_feature", "rok_finetune",
+               "rok_random_kb"]
 
 
 def test_smoke_every_rok_config_and_reuse(compose_cfg, tmp_path):
@@ -108,11 +112,12 @@ def test_smoke_every_rok_config_and_reuse(compose_cfg, tmp_path):
         assert "flops_retrieval" not in m["flops"]["student"]
         results[name] = m
     assert "knowledge_base" in results["rok"] and "knowledge_base" not in results["rok_no_kd"]
+    assert "knowledge_base" not in results["rok_random_kb"]
     # one teacher, one retrieval per split, knowledge bases cached beside the teacher
     teachers = [p for p in (root / "teachers" / "synthetic").iterdir() if not p.name.startswith(".")]
     assert len(teachers) == 1
     assert len([p for p in (root / "cache" / "retrieval").iterdir() if not p.name.startswith(".")]) == 1
-    assert len(list(teachers[0].glob("cache/rok_kb-*.pt"))) == 2  # rok (shared by 4) + no_contrastive
+    assert len(list(teachers[0].glob("cache/rok_kb-*.pt"))) == 2  # rok (shared by 4 + the random control) + no_contrastive
 
 
 @pytest.mark.parametrize("exp", ["frappe_rok_dnn", "frappe_rok_deepfm", "frappe_rok_dcnv2",

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from conftest import DATA_DIR, KDREC, REPO, run_cli
-from kdrec.errors import ConfigError
+from kdrec.errors import ConfigError, KdrecError
 from kdrec.report import table as report_table
 from kdrec.report.significance import paired_t
 from kdrec.table.jobs import Job, plan
@@ -308,3 +308,56 @@ def test_a_job_another_process_runs_is_left_to_it(cli, outputs):
     out = " ".join((proc.stdout + proc.stderr).split())
     assert "skipped, another process runs it" in out and "being run by another process" in out
     assert proc.returncode == 2 and not job.result_path.exists() and not (job.run_dir / "metrics.json").exists()
+
+
+def test_embed_replaces_only_the_marked_block(tmp_path):
+    doc = tmp_path / "page.md"
+    start, end = report_table.markers("t")
+    doc.write_text(f"# Page\n\nintro\n{start}\nold numbers\n{end}\n\nafter\n")
+    report_table.embed("## T\n\n| a |\n", doc, "t")
+    text = doc.read_text()
+    assert text == f"# Page\n\nintro\n{start}\n\n### T\n\n| a |\n\n{end}\n\nafter\n"
+    report_table.embed("## T\n\n| b |\n", doc, "t")  # again: replaced, not appended
+    assert "| a |" not in doc.read_text() and doc.read_text().count("| b |") == 1
+    doc.write_text("# no markers\n")
+    with pytest.raises(KdrecError, match="needs one line '<!-- kdrec table t -->'"):
+        report_table.embed("x", doc, "t")
+
+
+def test_docs_tables_are_the_ones_results_give():
+    """Every table embedded in docs/ equals what `kdrec table NAME --from-results` builds from the
+    committed results/ now: a number in the docs that no result file backs fails here."""
+    import dataclasses
+    import re
+
+    from kdrec.stages.table import command_line
+    from kdrec.table import results as table_results
+    from kdrec.table.jobs import plan as make_plan
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    res_root = Path(__file__).resolve().parents[1] / "results"
+    checked = 0
+    for page in sorted(docs.glob("*.md")):
+        text = page.read_text(encoding="utf-8")
+        for name in re.findall(r"^<!-- kdrec table (\S+) -->$", text, flags=re.M):
+            spec = load_table(name)
+            p = make_plan(spec, [])
+            jobs = [dataclasses.replace(j, result_path=res_root / name / j.row.id / j.result_path.name)
+                    for j in p.jobs]
+            found = {j: r for j in jobs if (r := table_results.load(j.result_path)) is not None}
+            if not found:
+                continue
+            built = report_table.build(spec, jobs, found, p.seeds, command_line(name, []), f"results/{name}")
+            copy = page.parent / f".{page.name}.check"
+            try:
+                copy.write_text(text, encoding="utf-8")
+                report_table.embed(built.markdown, copy, name)
+                start, end = report_table.markers(name)
+                block = lambda t: t.split(start, 1)[1].split(end, 1)[0]  # noqa: E731
+                assert block(copy.read_text()) == block(text), (
+                    f"{page.name}: the {name} table is not what results/{name} gives; "
+                    f"regenerate with `kdrec table {name} --from-results --docs docs/{page.name}`")
+            finally:
+                copy.unlink(missing_ok=True)
+            checked += 1
+    assert checked >= 2  # kd_dagfm, rok pages

@@ -62,12 +62,14 @@ def table(name: str = typer.Argument(..., help="a table of conf/table/ (kd_dagfm
           rows: list[str] = typer.Option(None, "--rows", help="only these rows: ids or glob patterns (comma-separated or repeated)"),
           latency: str = typer.Option("missing", help="missing: measure rows without latency; all: measure again; skip"),
           dry_run: bool = typer.Option(False, "--dry-run", help="list the jobs and whether they are done; run nothing"),
-          out: str = typer.Option(None, help="where table.md/.csv and pareto*.png go (default: <outputs>/tables/NAME)")) -> None:
+          out: str = typer.Option(None, help="where table.md/.csv and pareto*.png go (default: <outputs>/tables/NAME)"),
+          docs: str = typer.Option(None, help="also write the table into this markdown file, between its "
+                                              "'<!-- kdrec table NAME -->' and '<!-- /kdrec table NAME -->' lines")) -> None:
     """Run a results table's missing (row, seed) jobs in parallel, then print and write the table."""
     from kdrec.stages.table import run as table_run
 
     code = _guard(lambda: table_run(name, overrides or [], workers, threads, from_results, seeds, rows,
-                                    latency, dry_run, out))
+                                    latency, dry_run, out, docs))
     raise typer.Exit(code or 0)
 
 

@@ -4,12 +4,17 @@ Every config section a user sets (trainer, device, a model, a distiller, a datas
 :func:`build_dataclass` turns the composed values into one, checking before any work is done that
 every key exists, every value has the field's type and lies in the range its metadata allows.
 Ranges are declared next to the field: ``epochs: int = field(default=100, metadata=ge(1))``.
+A field that declares none gets the range its name conventionally means (:data:`CONVENTIONS`: a
+layer count, width or size is >= 1, a dropout rate lies in [0, 1), a loss weight is >= 0, a
+temperature or learning rate is > 0), so every model, distiller and dataset, including the ones a
+user adds, refuses nonsense values without listing them field by field.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from typing import Any
@@ -31,6 +36,26 @@ def between(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = Fals
 
 def one_of(*choices: Any) -> dict:
     return {"choices": tuple(choices)}
+
+
+# (field name pattern, range) for numeric fields (and lists of numbers) that declare no range of
+# their own. Metadata a field declares always wins over these.
+CONVENTIONS: tuple[tuple[re.Pattern, dict], ...] = tuple((re.compile(p), m) for p, m in (
+    (r"(^|_)dropout$", between(0, 1, hi_open=True)),
+    (r"^(depth|k|low_rank|vocab_size|max_items|min_items|num_(heads|experts|fields|rows|items|users|clusters)"
+     r"|\w+_(layers|dim|heads|experts|batch_size|epochs|chunk|budget|posting)|(\w+_)?hidden)$", ge(1)),
+    (r"(^|_)weight$", ge(0)),
+    (r"^(temperature|T_start|T_end|lr|\w+_lr|reduction_ratio)$", gt(0)),
+    (r"^(noise|k1|zipf_exponent|sharpness|hard_below|\w+_patience)$", ge(0)),
+    (r"(_fraction|_rate)$", between(0, 1, lo_open=True, hi_open=True)),
+))
+
+
+def conventional_range(name: str) -> dict:
+    for pattern, meta in CONVENTIONS:
+        if pattern.search(name):
+            return meta
+    return {}
 
 
 _RANGE_TEXT = {"ge": ">= {}", "gt": "> {}", "le": "<= {}", "lt": "< {}"}
@@ -142,6 +167,6 @@ def build_dataclass(cls: type, values: dict[str, Any], where: str):
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(fields)}")
     hints = typing.get_type_hints(cls)
-    checked = {k: check_value(where, k, v, hints.get(k, Any), dict(fields[k].metadata))
+    checked = {k: check_value(where, k, v, hints.get(k, Any), dict(fields[k].metadata) or conventional_range(k))
                for k, v in values.items()}
     return cls(**checked)

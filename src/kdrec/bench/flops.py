@@ -32,9 +32,10 @@ aten = torch.ops.aten
 _POINTWISE = {aten.mul.Tensor, aten.add.Tensor, aten.sub.Tensor, aten.div.Tensor, aten.mul_.Tensor,
               aten.add_.Tensor, aten.sub_.Tensor, aten.div_.Tensor, aten.rsub.Scalar,
               aten.mul.Scalar, aten.add.Scalar, aten.div.Scalar, aten.pow.Tensor_Scalar,
-              aten.addcmul.default}
+              aten.addcmul.default, aten.mul.out, aten.add.out}
 # one FLOP per input element (n-1 adds, rounded up)
-_REDUCTIONS = {aten.sum.dim_IntList, aten.sum.default, aten.mean.dim, aten.mean.default}
+_REDUCTIONS = {aten.sum.dim_IntList, aten.sum.default, aten.mean.dim, aten.mean.default,
+               aten.sum.IntList_out}
 _GATHERS = {aten.embedding.default, aten.index_select.default}
 # matrix-vector products (FlopCounterMode counts mm/bmm/addmm/baddbmm but not these)
 _MATVEC = {aten.mv.default, aten.addmv.default}

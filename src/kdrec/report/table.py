@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from kdrec.artifacts import atomic_write_text
+from kdrec.errors import KdrecError
 from kdrec.report.significance import paired_t
 from kdrec.table.spec import Row, TableSpec, check_column
 
@@ -299,3 +300,28 @@ def write(built: BuiltTable, spec: TableSpec, out: Path) -> list[Path]:
         pareto_plot(pl.DataFrame(pts, infer_schema_length=None), path)
         written.append(path)
     return written
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- kdrec table {name} -->", f"<!-- /kdrec table {name} -->"
+
+
+def embed(markdown: str, doc: Path, name: str) -> Path:
+    """Put the table between its marker lines in ``doc`` (a docs page), replacing what was there,
+    so that the page's numbers are the ones ``results/`` gives."""
+    start, end = markers(name)
+    try:
+        text = doc.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise KdrecError(f"table {name}: cannot read {doc}: {exc.strerror or exc}") from None
+    lines = text.splitlines(keepends=True)
+    where = [i for i, ln in enumerate(lines) if ln.strip() in (start, end)]
+    if len(where) != 2 or lines[where[0]].strip() != start:
+        raise KdrecError(f"table {name}: {doc} needs one line {start!r} and, after it, one line {end!r} "
+                         f"around the place of the table")
+    # one level below the page title: the table's own '## title' becomes '### title'
+    body = "".join(("#" + ln if ln.startswith("#") else ln) for ln in markdown.splitlines(keepends=True))
+    new = "".join(lines[:where[0] + 1]) + "\n" + body + "\n" + "".join(lines[where[1]:])
+    if new != text:
+        atomic_write_text(doc, new)
+    return doc

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from kdrec.errors import ConfigError
+from kdrec.schema import ge
 
 
 @dataclass
@@ -44,7 +45,7 @@ class RetrievalConfig:
     time_restricted: bool = False  # pool rows must be strictly earlier than the query (needs split.t)
     # speed knobs (the result does not depend on them, ties aside)
     candidate_fields: list[str] | None = None  # None: auto (query fields with short posting lists)
-    candidate_max_posting: int = 0  # auto rule: longest posting <= this (0: 2.5% of the pool, >= 1024)
+    candidate_max_posting: int = field(default=0, metadata=ge(0))  # auto rule: longest posting <= this (0: 2.5% of the pool, >= 1024)
     pair_budget: int = 100_000  # candidate (query, row) pairs scored per chunk (cache-sized: 2M was 3x slower)
     dense_query_chunk: int = 64
     dense_pool_chunk: int = 32768

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from kdrec.artifacts import atomic_write_json
 from kdrec.bench.flops import ratios
 from kdrec.config import config_dir
+from kdrec.distill.base import build_distiller
 from kdrec.models.registry import build_model
 from kdrec.runs import load_models, load_run_config
 from kdrec.runtime import prepare, run_dir, save_config, seed_everything
@@ -58,8 +59,10 @@ def run(cfg: DictConfig) -> dict:
         models = {k.split(" ", 1)[0]: v for k, v in load_models(run_cfg, rdir, task, data, "benchmark-flops").items()}
     else:  # cost does not depend on trained weights: fresh models of the configured shapes
         seed_everything(int(cfg.seed))
-        models = {"teacher": build_model(cfg.teacher, task.feature_map, where="teacher").to(device),
-                  "student": build_model(cfg.student, task.feature_map, where="student").to(device)}
+        teacher = build_model(cfg.teacher, task.feature_map, where="teacher").to(device)
+        # the distiller's student (ROK: backbone on 2F fields + knowledge base sized by the teacher)
+        student = build_distiller(cfg.distiller).build_student(cfg.student, task.feature_map, teacher)
+        models = {"teacher": teacher, "student": student.to(device)}
     names = {"teacher": run_cfg.teacher.name, "student": run_cfg.student.name}
     result: dict = {"device": device.type, "dataset": run_cfg.dataset.name}
     for role, model in models.items():

@@ -4,6 +4,9 @@ The Hydra job (one process) checks the config, pretrains the teacher if it is no
 the run's work directory, writes the resolved config into its run directory and starts
 ``torchrun`` with ``device.nproc`` workers. Each worker reads that resolved config, joins the
 process group and runs the same pipeline (:mod:`kdrec.pipeline`); only rank 0 writes artifacts.
+Rank 0 also writes each epoch's figures to ``ddp_epochs.jsonl``; once the workers are done, the
+launcher hands them to the run's loggers (``logger=``), so a DDP run logs the same per-epoch rows
+as a single-process one (the launcher owns the MLflow/TensorBoard runs, not the workers).
 
 Equivalent manual launch (e.g. on a multi-GPU node)::
 
@@ -33,12 +36,35 @@ from kdrec.teachers import get_teacher
 log = logging.getLogger("kdrec")
 CONFIG_NAME = "ddp_config.yaml"
 WORK_NAME = "ddp_work_dir.txt"
+EPOCHS_NAME = "ddp_epochs.jsonl"
 
 
-def launch(cfg: DictConfig, out: Path) -> dict:
+class EpochFile:
+    """An epoch logger that appends one JSON line per (phase, epoch) to a file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def log_epoch(self, phase: str, epoch: int, metrics: dict[str, float]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"phase": phase, "epoch": epoch, "metrics": metrics}) + "\n")
+
+
+def replay(path: Path, loggers) -> int:
+    """Hand the epochs rank 0 wrote to ``loggers``; returns how many."""
+    if not path.is_file():
+        return 0
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for r in records:
+        for lg in loggers:
+            lg.log_epoch(r["phase"], r["epoch"], r["metrics"])
+    return len(records)
+
+
+def launch(cfg: DictConfig, out: Path, loggers=(), teacher_loggers=()) -> dict:
     rt = prepare(cfg)
     if get_distiller_class(cfg.distiller.name).needs_teacher:  # once, before the workers start
-        get_teacher(cfg, rt.data, rt.task)
+        get_teacher(cfg, rt.data, rt.task, loggers=teacher_loggers)
     save_config(out / CONFIG_NAME, cfg)
     if int(cfg.device.nproc) == 0:  # print the command for a multi-node / scheduler launch
         cmd = (f"python -m torch.distributed.run --nnodes=<N> --nproc_per_node=<GPUs per node> "
@@ -52,6 +78,7 @@ def launch(cfg: DictConfig, out: Path) -> dict:
     log.info("launching %d workers: %s", cfg.device.nproc, " ".join(cmd))
     proc = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     work.release(remove=proc.returncode == 0)
+    replay(out / EPOCHS_NAME, loggers)  # a failed run's epochs too: they happened
     if proc.returncode != 0:
         raise KdrecError(f"distributed workers failed (exit {proc.returncode}); see {out}")
     return json.loads((out / "metrics.json").read_text())
@@ -74,7 +101,8 @@ def worker_main(out: Path) -> None:
     wfile = out / WORK_NAME
     work = Path(wfile.read_text()) if wfile.is_file() else out / "work"
     try:
-        distill(prepare(cfg), out, work=work)
+        loggers = (EpochFile(out / EPOCHS_NAME),) if dist.get_rank() == 0 else ()
+        distill(prepare(cfg), out, work=work, loggers=loggers)
     finally:
         dist.destroy_process_group()
 

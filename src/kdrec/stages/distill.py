@@ -30,7 +30,7 @@ def run(cfg: DictConfig) -> dict:
         if cfg.device.type == "ddp":
             from kdrec.stages.ddp import launch
 
-            metrics = launch(cfg, out)
+            metrics = launch(cfg, out, loggers=tr.loggers, teacher_loggers=tr.scoped("teacher"))
         else:
             metrics = distill(prepare(cfg), out, console=console, loggers=tr.loggers,
                               teacher_loggers=tr.scoped("teacher"))

@@ -27,7 +27,7 @@ def guarded(fn):
         except KdrecError as exc:
             msg = str(exc)
             stage = _stage_name()
-            if stage and not msg.startswith(stage):  # every message names the stage that printed it
+            if stage and not msg.startswith(f"{stage}:"):  # every message names the stage that printed it
                 msg = f"{stage}: {msg}"
             log.error("%s", msg)
             console.print(f"[bold red]kdrec error:[/] {escape(msg)}", highlight=False, soft_wrap=True)

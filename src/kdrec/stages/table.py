@@ -38,7 +38,7 @@ def command_line(name: str, overrides: list[str]) -> str:
 
 def run(name: str, overrides: list[str], workers: int = 1, threads: int = 0, from_results: bool = False,
         seeds: list[str] | None = None, rows: list[str] | None = None, latency: str = "missing",
-        dry_run: bool = False, out: str | None = None) -> int:
+        dry_run: bool = False, out: str | None = None, docs: str | None = None) -> int:
     console = Console(width=160, highlight=False)
 
     def say(msg: str) -> None:
@@ -73,6 +73,8 @@ def run(name: str, overrides: list[str], workers: int = 1, threads: int = 0, fro
     built = report_table.build(spec, plan.jobs, found, plan.seeds, command_line(name, plan.extra), plan.results)
     out_dir = Path(out) if out else plan.outputs
     written = report_table.write(built, spec, out_dir)
+    if docs:
+        written.append(report_table.embed(built.markdown, Path(docs), spec.name))
     print(built.markdown, flush=True)  # plain: the markdown is meant to be copied as it is
     for n in notes:
         say(n)

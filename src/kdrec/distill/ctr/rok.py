@@ -9,8 +9,11 @@ InfoNCE(r-hat, r)`` (cosine similarities / temperature, in-batch negatives), ear
 validation loss, and cached per (teacher, settings, seed), so every backbone reuses it.
 Stage 2: the backbone with the knowledge base plugged in (instance-wise and/or feature-wise) is
 trained on the task loss, the knowledge base frozen (``freeze_kb``) or fine-tuned.
-``pretrain: false`` skips stage 1 (the "without KD loss" ablation: knowledge base trained only
-end to end).
+``kb_init`` says where the knowledge base's weights come from: ``pretrained`` (stage 1),
+``scratch`` (no stage 1: the modules' own initialisation, trained end to end with the backbone, the
+"without KD loss" ablation) or ``random`` (a random draw at the scale of the seed's pretrained
+knowledge base, never trained; frozen, it is the same-capacity control: the backbone on 2F fields
+and the instance head with a knowledge base that holds no retrieval knowledge).
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ from kdrec.artifacts import signature
 from kdrec.cache import cached_torch
 from kdrec.distill.base import DistillContext, Distiller, Phase, register_distiller, unique_params
 from kdrec.errors import ConfigError
-from kdrec.models.ctr.rok import ROKStudent, ROKStudentConfig
+from kdrec.models.ctr.rok import KnowledgeBase, ROKStudent, ROKStudentConfig
 from kdrec.train.config import TrainConfig
 
 log = logging.getLogger("kdrec")
+
+KB_INITS = ("pretrained", "scratch", "random")
 
 
 def info_nce(pred: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -50,7 +55,9 @@ class ROKConfig:
     mse_weight: float = 1.0  # the distillation (KD) term
     contrastive_weight: float = 1.0  # alpha: the InfoNCE term (0 = no contrastive loss)
     temperature: float = 0.1
-    pretrain: bool = True  # stage 1; false = knowledge base trained only end to end (no KD loss)
+    # pretrained: stage 1 | scratch: the modules' init, trained end to end (needs freeze_kb=false)
+    # | random: every tensor drawn at the pretrained knowledge base's scale (the capacity control)
+    kb_init: str = "pretrained"
     pretrain_epochs: int = 10
     pretrain_lr: float = 1.0e-3
     pretrain_batch_size: int = 1024  # also the number of InfoNCE in-batch candidates
@@ -104,11 +111,14 @@ class ROK(Distiller):
                               f"not {cfg.normalize_targets!r}")
         if cfg.knowledge not in ("aggregated", "hidden"):
             raise ConfigError(f"distiller.knowledge must be aggregated or hidden, not {cfg.knowledge!r}")
-        if cfg.pretrain and cfg.mse_weight <= 0 and cfg.contrastive_weight <= 0:
-            raise ConfigError("distiller rok: pretrain needs mse_weight > 0 or contrastive_weight > 0")
-        if not cfg.pretrain and cfg.freeze_kb:
-            raise ConfigError("distiller rok: pretrain=false (no KD loss) needs freeze_kb=false, "
-                              "or the knowledge base would never be trained")
+        if cfg.kb_init not in KB_INITS:
+            raise ConfigError(f"distiller.kb_init must be one of {KB_INITS}, not {cfg.kb_init!r}")
+        if cfg.kb_init == "pretrained" and cfg.mse_weight <= 0 and cfg.contrastive_weight <= 0:
+            raise ConfigError("distiller rok: kb_init=pretrained needs mse_weight > 0 or contrastive_weight > 0")
+        if cfg.kb_init == "scratch" and cfg.freeze_kb:
+            raise ConfigError("distiller rok: kb_init=scratch with freeze_kb=true would keep the knowledge "
+                              "base at its near-zero initialisation, never trained; use freeze_kb=false "
+                              "(trained end to end) or kb_init=random (the frozen random control)")
 
     # ------------------------------------------------------------------ model
     def build_student(self, student_cfg, feature_map, teacher):
@@ -160,23 +170,58 @@ class ROK(Distiller):
                 "contrastive_weight", "temperature", "pretrain_epochs", "pretrain_lr",
                 "pretrain_batch_size", "pretrain_patience"]
         c = asdict(self.cfg)
-        return signature({k: c[k] for k in keys}, ctx.seed, ctx.student.kb.repr_dim)
+        # "own-init": stage 1 starts from the seed's own draw (before, from wherever the first
+        # backbone's construction left the random stream), so earlier cached bases are not reused
+        return signature({k: c[k] for k in keys}, ctx.seed, ctx.student.kb.repr_dim, "own-init")
 
     def setup(self, ctx: DistillContext) -> None:
         self.stage1 = None
-        if not self.cfg.pretrain:
+        if self.cfg.kb_init == "scratch":
             return
         kb = ctx.student.kb
         sig = self.kb_signature(ctx)
         cache = ctx.teacher_dir / "cache" / f"rok_kb-{sig}.pt" if ctx.teacher_dir else None
-        # trained once per (teacher, settings, seed) and shared by every backbone
+        # trained once per (teacher, settings, seed) and shared by every backbone (and the control)
         state = cached_torch(cache, lambda: self.train_kb(ctx, kb, sig), what="rok knowledge base")
+        if self.cfg.kb_init == "random":
+            self.randomize_kb(kb, state["state_dict"], ctx.seed)
+            return
         kb.load_state_dict(state["state_dict"])
         self.stage1 = state["result"]
+
+    @staticmethod
+    @torch.no_grad()
+    def randomize_kb(kb, pretrained: dict, seed: int) -> None:
+        """The control's knowledge base: each weight tensor (each field's rows of the embedding
+        table) drawn i.i.d. normal with the mean and std of the pretrained one, so the scale is
+        ROK's but no value's vector carries what the teacher knows. Scale matters: a fresh
+        knowledge base (embeddings at 1e-4) gives a constant r-hat and ~zero extra fields, a control
+        without the capacity. Own generator: the global random stream (data order) stays ROK's."""
+        g = torch.Generator().manual_seed(seed)
+
+        def draw(ref: torch.Tensor) -> torch.Tensor:
+            sd, mu = torch.std_mean(ref.float(), correction=0)
+            return mu + sd * torch.randn(ref.shape, generator=g)
+
+        for name, p in kb.named_parameters():
+            ref = pretrained[name].cpu()
+            if p is kb.ro_embedding.weight:
+                new = torch.cat([draw(part) for part in ref.split(kb.ro_embedding.vocab_sizes)])
+            else:
+                new = draw(ref)
+            p.copy_(new)
 
     def train_kb(self, ctx: DistillContext, kb, sig: str) -> dict:
         from kdrec.train.loop import fit
 
+        # the knowledge base is shared by every backbone of the seed, so it starts from a draw of
+        # its own: otherwise the backbone built before it (in whichever run trains it first)
+        # would decide its initialisation, and a run's result would depend on the order of runs
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(ctx.seed)
+            fresh = KnowledgeBase(kb.ro_embedding.vocab_sizes, kb.ro_embedding.dim,
+                                  list(self.cfg.encoder_hidden), kb.repr_dim)
+        kb.load_state_dict(fresh.state_dict())
         targets = self.teacher_targets(ctx)
         ktask = KnowledgeTask(ctx.task, targets, self.loss_fn, self.cfg.pretrain_batch_size)
 
