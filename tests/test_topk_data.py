@@ -95,5 +95,37 @@ def test_lightgcn_matches_dense_reference():
     want = (e0 + An @ e0 + An @ An @ e0) / 3
     U, I = m.embed()
     assert torch.allclose(torch.cat([U, I]), want, atol=1e-6)
-    U.sum().backward()  # gradients flow through the sparse propagation
-    assert m.user_emb.weight.grad is not None
+    # the propagation's backward (A @ grad, A symmetric) matches dense autograd
+    w = torch.randn(6, 4)
+    (torch.cat([U, I]) * w).sum().backward()
+    e0d = e0.detach().clone().requires_grad_(True)
+    ((e0d + An @ e0d + An @ An @ e0d) / 3 * w).sum().backward()
+    got = torch.cat([m.user_emb.weight.grad, m.item_emb.weight.grad])
+    assert torch.allclose(got, e0d.grad, atol=1e-6)
+
+
+def test_user_uniform_sampling_draws_train_pairs_with_users_equally_likely():
+    from kdrec.tasks.topk import TopKTask
+
+    d = load_dataset({"name": "synthetic_topk", "num_users": 200, "num_items": 150}, DataPaths(Path("."), Path(".")))
+    d.sampling = "user"
+    task = TopKTask(d, torch.device("cpu"), 4096)
+    users, pos = [], []
+    for epoch in range(20):
+        for b in task.train_batches(torch.Generator().manual_seed(epoch)):
+            users.append(b.users)
+            pos.append(b.pos)
+            assert not task.is_train_pair(b.users, b.neg).any()
+    users, pos = torch.cat(users), torch.cat(pos)
+    assert len(users) == 20 * task.num_rows("train")
+    assert task.is_train_pair(users, pos).all()
+    # users uniform (not by degree): per-user counts within a few standard deviations of the mean
+    counts = torch.bincount(users, minlength=200).double()
+    mean = len(users) / 200
+    assert (counts - mean).abs().max() < 5 * mean ** 0.5
+    # interaction sampling instead follows the degrees
+    deg = torch.bincount(d["train"].users, minlength=200).double()
+    assert deg.max() / deg.min() > 2  # so the two samplers really differ on this data
+    d.sampling = "bogus"
+    with pytest.raises(Exception, match="sampling"):
+        TopKTask(d, torch.device("cpu"), 4096)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kdrec.distill.topk.cd import cd_loss
-from kdrec.distill.topk.common import (DistillExperts, annealed_temperature, gumbel_softmax_select,
+from kdrec.distill.topk.common import (DistillExperts, Experts, annealed_temperature, gumbel_softmax_select,
                                        plackett_luce_relaxed, relaxed_ranking_loss, sample_outside,
                                        sample_ranked)
 from kdrec.distill.topk.hetcomp import ensemble_topk, ndcg_overlap
@@ -138,16 +138,178 @@ def test_samplers_respect_exclusions_and_order():
     assert torch.equal(sample_ranked(top, 4, 10.0, False, g), top[:, :4])
 
 
-def test_de_hard_selection_matches_soft_when_cold():
+def test_expert_mixture_paths_match_the_per_expert_reference():
     torch.manual_seed(2)
-    soft, hard = DistillExperts(5, 3, 6, hard_below=0.0), DistillExperts(5, 3, 6, hard_below=1.0)
-    hard.load_state_dict(soft.state_dict())
-    s, t = torch.randn(7, 3), torch.randn(7, 6)
-    idx = torch.tensor([0, 4, 2, 2, 1, 3, 0])
-    assert torch.allclose(hard.experts.selected(s, idx), soft.experts(s)[torch.arange(7), idx], atol=1e-6)
-    w = torch.rand(7)
+    e = Experts(5, 3, 4, 6)
+    x = torch.randn(7, 3, requires_grad=True)
+    a = torch.softmax(torch.randn(7, 5), 1)
+    keep = torch.rand(7, 5) < 0.4
+    keep[torch.arange(7), a.argmax(1)] = True
+    for k in (None, keep):
+        w = a if k is None else a * k
+        ref = (e(x) * w[:, :, None]).sum(1)  # every expert evaluated, weights outside keep zeroed
+        g_ref = torch.autograd.grad(ref.pow(2).sum(), [x, e.w1, e.w2])
+        got = e.mixture(x, a, k)
+        g_got = torch.autograd.grad(got.pow(2).sum(), [x, e.w1, e.w2])
+        assert torch.allclose(got, ref, atol=1e-6)
+        assert all(torch.allclose(u, v, atol=1e-5) for u, v in zip(g_got, g_ref))
+
+
+def test_de_dropping_negligible_experts_matches_all_experts():
+    torch.manual_seed(2)
+    full, sparse = DistillExperts(5, 3, 6, drop_below=0.0), DistillExperts(5, 3, 6, drop_below=1e-6)
+    sparse.load_state_dict(full.state_dict())
+    s, t, w = torch.randn(7, 3), torch.randn(7, 6), torch.rand(7)
+    for temperature in (1.0, 1e-2, 1e-8):  # soft (nothing dropped) to one-hot
+        torch.manual_seed(5)
+        a = full.loss(s, t, temperature, weight=w)
+        torch.manual_seed(5)  # same Gumbel noise
+        b = sparse.loss(s, t, temperature, weight=w)
+        assert a.item() == pytest.approx(b.item(), rel=1e-5)
+
+
+# ---------------------------------------------------------------- reference behaviours (issue 14)
+def _lse(xs):
+    return math.log(sum(math.exp(x) for x in xs))
+
+
+def _hetcomp_case():
+    """1 user, 6 items; item 0 observed (the positive); target [1, 2] (K = 2: half = tenth = 1)."""
+    from types import SimpleNamespace
+
+    from kdrec.distill.topk.hetcomp import CurriculumState, HetComp
+
+    s = [0.4, 1.0, -0.3, 0.2, -1.1, 0.7]
+    h = HetComp(HetComp.Config())
+    h.ctx = SimpleNamespace(task=SimpleNamespace(num_users=1))
+    h._aux = {"curriculum": CurriculumState(1)}
+    h.targets = torch.tensor([[[1, 2]], [[1, 2]]])  # 2 checkpoints
+    h.pos = torch.tensor([[0]])
+    h.train_users, h.train_items = torch.tensor([0]), torch.tensor([0])
+    U, I = torch.ones(1, 1), torch.tensor(s)[:, None]
+    return h, s, U, I, SimpleNamespace(users=torch.tensor([0]))
+
+
+def test_hetcomp_overall_loss_has_the_reference_factor_two():
+    h, s, U, I, batch = _hetcomp_case()
+    rest = _lse([s[3], s[4], s[5]])  # unobserved, not in the target
+    overall = -sum(x - math.log(math.exp(x) + math.exp(rest)) for x in (s[0], s[1], s[2]))
+    assert h.kd_loss(U, I, batch).item() == pytest.approx(2 * overall, rel=1e-5)
+    h.cfg.overall_factor = 1.0
+    assert h.kd_loss(U, I, batch).item() == pytest.approx(overall, rel=1e-5)
+
+
+def test_hetcomp_listwise_positives_exclude_only_the_top_half():
+    h, s, U, I, batch = _hetcomp_case()
+    h._aux["curriculum"].idx.fill_(1)  # last checkpoint: listwise
+    rest_half = [s[2], s[3], s[4], s[5]]  # unobserved minus the target's first K/2 = {1}
+    pos = -(s[0] - _lse([s[0], *rest_half]))
+    top = -(s[1] - _lse([s[1], *rest_half]))  # K/2 and K/10 lists are both [1] here
+    assert h.kd_loss(U, I, batch).item() == pytest.approx(pos + 0.5 * (top + top), rel=1e-5)
+    h.cfg.pos_rest = "list"  # our earlier variant: item 2 (in the target) left out of the rest
+    pos_list = -(s[0] - _lse([s[0], s[3], s[4], s[5]]))
+    assert h.kd_loss(U, I, batch).item() == pytest.approx(pos_list + top, rel=1e-5)
+
+
+def test_hetcomp_positives_are_the_first_train_items_fixed():
+    from kdrec.distill.topk.hetcomp import first_positives
+
+    # CSR: user 0 -> [3, 5, 7], user 1 -> [2, 4], user 2 -> [9]
+    indptr, items = torch.tensor([0, 3, 5, 6]), torch.tensor([3, 5, 7, 2, 4, 9])
+    assert first_positives(indptr, items, 2).tolist() == [[3, 5], [2, 4], [9, 9]]
+    from kdrec.distill.topk.hetcomp import HetComp
+
+    c = HetComp.Config()
+    assert (c.num_pos, c.resample_pos) == (0, False)  # 0: the smallest train degree, fixed
+
+
+def test_htd_keeps_only_same_group_pairs_with_positive_teacher_cosine():
+    t = torch.tensor([[1.0, 0.0], [1.0, 1.0], [-1.0, 0.2]])  # cos(0,1) > 0, cos(0,2) < 0, cos(1,2) < 0
+    s = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])  # cos(0,1) = 0, cos(0,2) = 1, cos(1,2) = 0
+    group = torch.tensor([0, 0, 0])  # one group: the group level is 0
+    ct01 = 1 / math.sqrt(2)
+    ref = 2 * (0 - ct01) ** 2  # pair (0,1) both orders; diagonal terms are 0
+    assert hierarchical_topology_loss(s, t, group, 1).item() == pytest.approx(ref, rel=1e-5)
+    ct02, ct12 = -1 / math.sqrt(1.04), (-1 + 0.2) / math.sqrt(2 * 1.04)
+    every = ref + 2 * (1 - ct02) ** 2 + 2 * (0 - ct12) ** 2
+    got = hierarchical_topology_loss(s, t, group, 1, positive_only=False)
+    assert got.item() == pytest.approx(every, rel=1e-5)
+
+
+def test_rd_and_cd_sum_over_every_triple_user():
+    from types import SimpleNamespace
+
+    from kdrec.distill.topk.cd import CD
+    from kdrec.distill.topk.rd import RD
+
+    batch = SimpleNamespace(users=torch.tensor([0, 0, 1]))  # user 0 in two triples
+    U = torch.tensor([[1.0], [-0.5]])
+    I = torch.tensor([[0.3], [2.0], [-1.0]])
+    rd = RD(RD.Config(K=1))
+    rd.top, rd.static, rd.dyn_items = torch.tensor([[1], [2]]), torch.tensor([[1.0]]), None
+    rd.ctx = SimpleNamespace(task=SimpleNamespace(num_items=3))
+    ls = lambda x: math.log(1 / (1 + math.exp(-x)))  # noqa: E731
+    per_user = [-ls(1.0 * 2.0), -ls(-0.5 * -1.0)]
+    assert rd.kd_loss(U, I, batch).item() == pytest.approx(2 * per_user[0] + per_user[1], rel=1e-6)
+    rd.cfg.users = "unique"
+    assert rd.kd_loss(U, I, batch).item() == pytest.approx(sum(per_user), rel=1e-6)
+
+    cd = CD(CD.Config(n_distill=1))
+    cd.samples, cd.T_user, cd.T_item = torch.tensor([[0], [2]]), U * 2, I
+    cd.t_samples = cd.teacher_scores(cd.samples)
+    one = [cd_loss(torch.tensor([[1.0 * 0.3]]), torch.tensor([[2.0 * 0.3]]), 1.0, 0.0).item(),
+           cd_loss(torch.tensor([[-0.5 * -1.0]]), torch.tensor([[-1.0 * -1.0]]), 1.0, 0.0).item()]
+    assert cd.kd_loss(U, I, batch).item() == pytest.approx(2 * one[0] + one[1], rel=1e-6)
+
+
+def test_cd_tournament_winner_distribution_by_hand_and_drawn_once():
+    from kdrec.distill.topk.cd import CD, tournament_ranks
+
+    pool, T = 3, 1.0
+    w = [math.exp(-r / (pool * T)) for r in (1, 2, 3)]
+    p = [x / sum(w) for x in w]
+    # the winner of one round is the better of two independent draws: P(r) = p_r^2 + 2 p_r P(> r)
+    want = [p[0] ** 2 + 2 * p[0] * (p[1] + p[2]), p[1] ** 2 + 2 * p[1] * p[2], p[2] ** 2]
+    n = 40000
+    got = torch.bincount(tournament_ranks(n, pool, 1, T, torch.Generator().manual_seed(0))[:, 0], minlength=3)
+    assert torch.allclose(got.double() / n, torch.tensor(want, dtype=torch.float64), atol=0.01)
+    full = tournament_ranks(50, pool, 3, T, torch.Generator().manual_seed(1))  # n = pool: every rank once
+    assert torch.equal(full.sort(1).values, torch.arange(3).expand(50, 3))
+    cd = CD(CD.Config())
+    cd.samples = torch.tensor([[4, 5]])
+    cd.on_epoch_start(3)  # tournament samples are drawn once, in setup
+    assert cd.samples.tolist() == [[4, 5]]
+
+
+def test_ftd_gram_form_matches_the_pairwise_matrices():
+    from kdrec.distill.topk.td import cosine_matrix
+
+    torch.manual_seed(4)
+    s = torch.randn(40, 3, requires_grad=True)
+    t = torch.randn(40, 7)
+    ref = (cosine_matrix(s) - cosine_matrix(t)).pow(2).sum()
+    got = full_topology_loss(s, t)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-4)
+    g_ref, = torch.autograd.grad(ref, s)
+    g_got, = torch.autograd.grad(got, s)
+    assert torch.allclose(g_got, g_ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("positive_only", [True, False])
+def test_htd_grouped_entity_level_matches_the_masked_matrices(positive_only):
+    from kdrec.distill.topk.td import cosine_matrix, within_group_topology
+
     torch.manual_seed(5)
-    a = soft.loss(s, t, 1e-8, weight=w)
-    torch.manual_seed(5)  # same Gumbel noise
-    b = hard.loss(s, t, 1e-8, weight=w)
-    assert a.item() == pytest.approx(b.item(), rel=1e-5)
+    n, G = 60, 12
+    s = torch.randn(n, 3, requires_grad=True)
+    t = torch.randn(n, 5)
+    for group in (torch.randint(G, (n,)), torch.cat([torch.zeros(50, dtype=torch.long), torch.arange(10)])):
+        same = (group[:, None] == group[None, :]).float()  # second case: one big group, many lone ones
+        ct = cosine_matrix(t)
+        mask = same * (ct > 0).float() if positive_only else same
+        ref = ((cosine_matrix(s) - ct).pow(2) * mask).sum()
+        got = within_group_topology(s, t, group, G, positive_only)
+        assert got.item() == pytest.approx(ref.item(), rel=1e-5)
+        g_ref, = torch.autograd.grad(ref, s)
+        g_got, = torch.autograd.grad(got, s)
+        assert torch.allclose(g_got, g_ref, atol=1e-5)

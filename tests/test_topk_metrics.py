@@ -36,7 +36,7 @@ def to_csr(d, n_users):
     return CSR(u, i, n_users)
 
 
-@pytest.mark.parametrize("chunk", [1, 3, 100])
+@pytest.mark.parametrize("chunk", [1, 3, 4, 100, None])
 def test_ranking_metrics_match_brute_force(chunk):
     g = torch.Generator().manual_seed(0)
     n_users, n_items = 9, 30
@@ -75,3 +75,22 @@ def test_topn_excludes_train_and_orders():
     train = CSR(torch.tensor([0, 1]), torch.tensor([5, 0]), 2)
     top = topn(U, I, 3, [train], chunk=1)
     assert top.tolist() == [[4, 3, 2], [1, 2, 3]]
+
+
+@pytest.mark.parametrize("n_items", [5000, 5030])  # a multiple of the block and not (padding)
+def test_block_preselected_topn_equals_plain_topk(n_items):
+    from kdrec.eval.ranking import BLOCK, CSR, topn
+
+    torch.manual_seed(7)
+    n_users, k = 150, 20
+    U, I = torch.randn(n_users, 8), torch.randn(n_items, 8)
+    assert -(-n_items // BLOCK) > 2 * k  # the pre-selection path
+    users = torch.randint(n_users, (3000,))
+    items = torch.randint(n_items, (3000,))
+    ex = CSR(users, items, n_users)
+    S = U @ I.T
+    S[users, items] = float("-inf")
+    want_val, want_idx = torch.topk(S, k, dim=1)
+    idx, val = topn(U, I, k, [ex], chunk=64, return_scores=True)
+    assert torch.equal(idx, want_idx)
+    assert torch.allclose(val, want_val)

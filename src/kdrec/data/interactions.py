@@ -63,6 +63,9 @@ class InteractionDataset:
     # "test" when the validation split *is* the test split (LightGCN/BARS Gowalla protocol)
     valid_is: str = "valid"
     ks: tuple[int, ...] = (10, 20, 50)  # cut-offs of recall/ndcg/hit (20 is always included)
+    # BPR triples per epoch: "interaction" (every train pair once) or "user" (a uniform user, then
+    # one of its train items, as many draws as train pairs: LightGCN's and freerec's sampler)
+    sampling: str = "interaction"
 
     def __getitem__(self, split: str) -> InteractionSplit:
         return self.splits[split]

@@ -10,12 +10,19 @@ the ground truth. Conventions (LightGCN / BARS):
 * ``hit@K = 1`` if any hit in the top K.
 
 Averages are over users with ground truth. Memory is bounded by ``chunk x num_items`` scores.
+
+Speed (issue 12 item 5): the scores of a chunk are written into one buffer reused for every chunk
+(a fresh ``chunk x num_items`` tensor per chunk costs page faults on every call) in the layout MKL
+fills fastest (:func:`score_chunks`), the top items of
+every user land in one preallocated ``[users, k]`` tensor, and the metrics are computed once from
+it, with hits found by a binary search among the sorted ground-truth keys (no dense
+``chunk x num_items`` ground-truth mask, no per-chunk metric arithmetic); ``torch.topk`` runs
+only over the items of the ``k`` blocks of 64 items with the largest maxima (:func:`topn`).
 """
 
 from __future__ import annotations
 
 import torch
-
 
 class CSR:
     """Rows grouped by user: ``items[indptr[u]:indptr[u+1]]`` are user ``u``'s items."""
@@ -43,67 +50,125 @@ def _mask_rows(scores: torch.Tensor, csrs: list[CSR], a: int, b: int) -> None:
         scores[r, i] = float("-inf")
 
 
-def score_chunks(U: torch.Tensor, I: torch.Tensor, chunk: int):
-    """Yield (a, b, U[a:b] @ I.T) over user chunks."""
-    n = U.shape[0]
+def default_chunk(device: torch.device) -> int:
+    """Users per chunk: 64 on CPU (see :func:`score_chunks`), 2048 on a GPU."""
+    return 64 if torch.device(device).type == "cpu" else 2048
+
+
+BLOCK = 64  # items per block of the top-k pre-selection (see :func:`topn`)
+
+
+def score_chunks(U: torch.Tensor, I: torch.Tensor, chunk: int | None = None, pad_to: int = 1):
+    """Yield ``(a, b, scores)`` over user chunks, ``scores[r, i] = U[a + r] . I[i]``.
+
+    The scores are a ``[b - a, num_items]`` *view* of one ``[num_items, chunk]`` buffer that every
+    chunk overwrites (use them before asking for the next chunk): MKL computes ``I @ U_chunk^T``
+    into that items-major layout about twice as fast as ``U_chunk @ I^T`` into a users-major one
+    (Gowalla, 2 threads), and with 64 users per chunk the buffer stays in cache for the top-k
+    that reads it along the view's strided rows. ``pad_to``: the buffer has a multiple of that
+    many item rows, the extra ones at ``-inf`` (``scores`` then has the padded width)."""
+    n, m = U.shape[0], I.shape[0]
+    chunk = chunk or default_chunk(U.device)
+    m_pad = -(-m // pad_to) * pad_to
+    buf = torch.full((m_pad, min(chunk, n)), float("-inf"), dtype=torch.result_type(U, I), device=U.device)
     for a in range(0, n, chunk):
         b = min(a + chunk, n)
-        yield a, b, U[a:b] @ I.T
+        s = buf[:m, :b - a]
+        torch.mm(I, U[a:b].T, out=s)
+        yield a, b, buf[:, :b - a].T
 
 
 @torch.no_grad()
-def topn(U: torch.Tensor, I: torch.Tensor, n: int, exclude: list[CSR], chunk: int = 2048,
-         return_scores: bool = False):
-    """Top-``n`` item ids per user (row of ``U``), highest score first, excluding ``exclude``."""
-    idx, val = [], []
-    for a, b, s in score_chunks(U, I, chunk):
+def topn(U: torch.Tensor, I: torch.Tensor, n: int, exclude: list[CSR], chunk: int | None = None,
+         return_scores: bool = False, skip=None):
+    """Top-``n`` item ids per user (row of ``U``), highest score first, excluding ``exclude``.
+    ``skip(a, b) -> bool``: chunks to leave out (their rows stay 0).
+
+    With many items, a pre-selection makes it cheaper than ``torch.topk`` over every item: items
+    come in blocks of :data:`BLOCK`; the ``k`` blocks with the largest maxima hold every top-``k``
+    item (an item in another block is below those ``k`` maxima, which are ``k`` distinct items), so
+    ``torch.topk`` runs over their ``k x BLOCK`` scores only (exact; among tied scores either may
+    be returned, as with ``torch.topk``)."""
+    m = I.shape[0]
+    k = min(n, m)
+    blocks = -(-m // BLOCK)
+    pre = blocks > 2 * k
+    idx = torch.zeros(U.shape[0], k, dtype=torch.long, device=U.device)
+    val = torch.zeros(U.shape[0], k, dtype=torch.result_type(U, I), device=U.device)
+    for a, b, s in score_chunks(U, I, chunk, pad_to=BLOCK if pre else 1):
+        if skip is not None and skip(a, b):
+            continue
         _mask_rows(s, exclude, a, b)
-        v, i = torch.topk(s, min(n, s.shape[1]), dim=1)
-        idx.append(i)
-        val.append(v)
-    out = torch.cat(idx)
-    return (out, torch.cat(val)) if return_scores else out
+        if not pre:
+            torch.topk(s, k, dim=1, out=(val[a:b], idx[a:b]))
+            continue
+        by_block = s.T.reshape(blocks, BLOCK, b - a)  # the items-major buffer, no copy
+        best = torch.topk(by_block.amax(1).T, k, dim=1).indices  # [c, k] blocks
+        cand = by_block[best, :, torch.arange(b - a, device=U.device)[:, None]]  # [c, k, BLOCK]
+        v, j = torch.topk(cand.reshape(b - a, k * BLOCK), k, dim=1)
+        val[a:b] = v
+        # (a padding id could only win for a user with fewer than k items left: clamp it)
+        idx[a:b] = (best.gather(1, j // BLOCK) * BLOCK + j % BLOCK).clamp_max(m - 1)
+    return (idx, val) if return_scores else idx
 
 
 def discounts(k: int, device) -> torch.Tensor:
     return 1.0 / torch.log2(torch.arange(2, k + 2, device=device, dtype=torch.float64))
 
 
+def hits_of(top: torch.Tensor, truth: CSR, num_items: int) -> torch.Tensor:
+    """[U, k] bool: is ``top[u, j]`` among user ``u``'s ground-truth items (binary search in the
+    sorted ``(user, item)`` keys of ``truth``)."""
+    keys = truth.users * num_items + truth.items  # sorted: CSR rows are (user, item)-sorted
+    if keys.numel() == 0:
+        return torch.zeros_like(top, dtype=torch.bool)
+    q = torch.arange(top.shape[0], device=top.device)[:, None] * num_items + top
+    pos = torch.searchsorted(keys, q).clamp_max(keys.numel() - 1)
+    return keys[pos] == q
+
+
 @torch.no_grad()
 def ranking_metrics(U: torch.Tensor, I: torch.Tensor, truth: CSR, exclude: list[CSR],
-                    ks: list[int], chunk: int = 2048) -> dict[str, float]:
+                    ks: list[int], chunk: int | None = None) -> dict[str, float]:
     ks = sorted(int(k) for k in ks)
-    kmax = min(max(ks), I.shape[0])
-    dev = U.device
-    disc = discounts(kmax, dev)
-    idcg_table = torch.cumsum(disc, 0)  # idcg for m = 1..kmax hits
-    sums = torch.zeros(3 * len(ks), dtype=torch.float64, device=dev)
+    n_items = I.shape[0]
+    kmax = min(max(ks), n_items)
     t_ptr = truth.ptr
-    for a, b, s in score_chunks(U, I, chunk):
-        n_gt = truth.counts[a:b]
-        if t_ptr[b] == t_ptr[a]:
-            continue
-        _mask_rows(s, exclude, a, b)
-        top = torch.topk(s, kmax, dim=1).indices
-        gt = torch.zeros_like(s, dtype=torch.bool)
-        r, i = truth.rows(a, b)
-        gt[r, i] = True
-        hits = gt.gather(1, top).double()  # [c, kmax]
-        has = n_gt > 0
-        cum_hits = torch.cumsum(hits, 1)
-        dcg = torch.cumsum(hits * disc, 1)
-        for j, k in enumerate(ks):
-            kk = min(k, kmax)
-            h = cum_hits[:, kk - 1]
-            ideal = idcg_table[(torch.clamp(n_gt, max=kk) - 1).clamp_min(0)]
-            sums[3 * j] += (h / n_gt.clamp_min(1))[has].sum()
-            sums[3 * j + 1] += (dcg[:, kk - 1] / ideal)[has].sum()
-            sums[3 * j + 2] += (h > 0).double()[has].sum()
-    n_users = truth.nonempty
-    vals = (sums / max(n_users, 1)).cpu().tolist()  # one sync
+    top = topn(U, I, kmax, exclude, chunk, skip=lambda a, b: t_ptr[b] == t_ptr[a])
+    hits = hits_of(top, truth, n_items).double()  # [U, kmax]
+    n_gt = truth.counts
+    has = n_gt > 0
+    hits, n_gt = hits[has], n_gt[has]
+    disc = discounts(kmax, U.device)
+    idcg_table = torch.cumsum(disc, 0)  # idcg for m = 1..kmax hits
+    cum_hits = torch.cumsum(hits, 1)
+    dcg = torch.cumsum(hits * disc, 1)
+    sums = []
+    for k in ks:
+        kk = min(k, kmax)
+        h = cum_hits[:, kk - 1]
+        ideal = idcg_table[torch.clamp(n_gt, max=kk) - 1]
+        sums += [(h / n_gt).sum(), (dcg[:, kk - 1] / ideal).sum(), (h > 0).double().sum()]
+    vals = (torch.stack(sums) / max(truth.nonempty, 1)).cpu().tolist()  # one sync
     out = {}
     for j, k in enumerate(ks):
         out[f"recall@{k}"] = vals[3 * j]
         out[f"ndcg@{k}"] = vals[3 * j + 1]
         out[f"hit@{k}"] = vals[3 * j + 2]
     return out
+
+
+class TopKRanker(torch.nn.Module):
+    """What a served top-K model runs per request: the final representations, computed once
+    (LightGCN: propagated once per set of weights, not per query), every item scored for each
+    requested user, the top ``k`` item ids returned (through :func:`topn`, the evaluation path)."""
+
+    def __init__(self, U: torch.Tensor, I: torch.Tensor, k: int = 20):
+        super().__init__()
+        self.register_buffer("U", U.detach())
+        self.register_buffer("I", I.detach())
+        self.k = k
+
+    @torch.no_grad()
+    def forward(self, users: torch.Tensor) -> torch.Tensor:
+        return topn(self.U[users], self.I, self.k, [])

@@ -1,13 +1,15 @@
 """Top-K task: BPR triples sampled by tensor ops, full-ranking Recall/NDCG/Hit@K, teacher top-N caches.
 
-An epoch visits every train interaction once in a seeded random order; each (user, positive) gets
-one negative drawn uniformly from the items the user has not interacted with in train (rejection
-sampling, vectorized: a few rounds over the rejected rows, all at once).
+An epoch draws as many (user, positive) pairs as there are train interactions: with the dataset's
+``sampling: interaction`` (default) every train interaction once in a seeded random order; with
+``sampling: user`` (LightGCN's and freerec's sampler) a uniform user with train items, then one of
+its train items, each draw independent. Each pair gets one negative drawn uniformly from the items
+the user has not interacted with in train (rejection sampling, vectorized: a few rounds over the
+rejected rows, all at once).
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,8 @@ from torch import nn
 
 from kdrec.cache import cached_torch
 from kdrec.data.interactions import InteractionDataset
-from kdrec.eval.ranking import CSR, ranking_metrics, topn
+from kdrec.errors import ConfigError
+from kdrec.eval.ranking import CSR, TopKRanker, ranking_metrics, topn
 from kdrec.tasks.registry import register_task
 
 DEFAULT_KS = (10, 20, 50)
@@ -44,7 +47,7 @@ class TopKTask:
 
     def __init__(self, data: InteractionDataset, device: torch.device, batch_size: int,
                  eval_batch_size: int = 65536, ks: tuple[int, ...] | None = None,
-                 user_chunk: int = 2048):
+                 user_chunk: int | None = None):
         self.data = data
         self.device = device
         self.batch_size = batch_size
@@ -57,6 +60,10 @@ class TopKTask:
         self.train_key = tr.users * self.num_items + tr.items  # sorted (splits are (user, item)-sorted)
         self.csr = {k: CSR(v.users, v.items, self.num_users) for k, v in self.splits.items()}
         self._item_csr = None
+        self.sampling = getattr(data, "sampling", "interaction")
+        if self.sampling not in ("interaction", "user"):
+            raise ConfigError(f"dataset.sampling: {self.sampling!r} is not 'interaction' or 'user'")
+        self._train_users = torch.nonzero(self.csr["train"].counts > 0).flatten()
 
     # ------------------------------------------------------------------ basics
     @property
@@ -93,13 +100,24 @@ class TopKTask:
             items = torch.where(bad, draw(users.shape), items)
         return items
 
-    def train_batches(self, generator: torch.Generator, batch_size: int | None = None) -> Iterator[TopKBatch]:
+    def epoch_pairs(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One epoch's (users, positives), ``len(train)`` of them, by the dataset's sampling."""
         tr = self.splits["train"]
+        n = len(tr)
+        if self.sampling == "user":
+            csr = self.csr["train"]
+            pick = torch.randint(len(self._train_users), (n,), generator=generator).to(self.device)
+            users = self._train_users[pick]
+            off = (torch.rand(n, generator=generator).to(self.device) * csr.counts[users]).long()
+            return users, csr.items[csr.indptr[users] + off.clamp_max(csr.counts[users] - 1)]
+        perm = torch.randperm(n, generator=generator).to(self.device)
+        return tr.users[perm], tr.items[perm]
+
+    def train_batches(self, generator: torch.Generator, batch_size: int | None = None) -> Iterator[TopKBatch]:
         bs = batch_size or self.batch_size
-        perm = torch.randperm(len(tr), generator=generator).to(self.device)
-        users, pos = tr.users[perm], tr.items[perm]
+        users, pos = self.epoch_pairs(generator)
         neg = self.sample_negatives(users, generator)
-        for start in range(0, len(tr), bs):
+        for start in range(0, users.shape[0], bs):
             sl = slice(start, start + bs)
             yield TopKBatch(users[sl], pos[sl], neg[sl])
 
@@ -153,40 +171,36 @@ class TopKTask:
                             what=f"teacher cache {name}").to(self.device)
 
     # ------------------------------------------------------------------ cost
-    @torch.no_grad()
-    def _rank_all(self, model: nn.Module, users: torch.Tensor | None = None, k: int = 20):
-        U, I = model.embed()
-        if users is not None:
-            return torch.topk(U[users] @ I.T, k, dim=1).indices
-        return topn(U, I, k, [], self.user_chunk)
+    def ranker(self, model: nn.Module, k: int = 20) -> TopKRanker:
+        """The served form of ``model``: its final representations computed once, top-``k``
+        over all items per requested user."""
+        U, I = self.embeddings(model)
+        return TopKRanker(U, I, k)
 
     def profile(self, model: nn.Module, latency: bool = True, repeats: int = 3) -> dict[str, float]:
-        """Parameters, per-user scoring FLOPs over all items (plus amortised propagation) and,
-        when asked, measured latency of ranking all items for 1 user and for all users."""
-        from kdrec.bench.flops import param_counts
+        """Cost of serving ``model`` (:meth:`ranker`): per-user FLOPs counted on the ranker's
+        actual run (scoring all items; the top-k selection is comparisons, not FLOPs), the
+        one-off FLOPs of computing the representations (``offline_flops``: LightGCN's
+        propagation, 0 for MF), parameters and, when asked, the latency of ranking all items for
+        1 and for 4096 users, and of the one-off representation pass."""
+        from kdrec.bench.flops import count_flops, latency_ms, param_counts
 
-        f = model.scoring_flops()
-        out = {"flops_per_sample": f["flops_matmul"] + f["flops_elementwise"], **f,
+        was = model.training
+        model.eval()
+        t0 = time.perf_counter()
+        rk = self.ranker(model)
+        offline_ms = (time.perf_counter() - t0) * 1e3
+        users = torch.arange(min(4096, self.num_users), device=self.device) % self.num_users
+        f = count_flops(rk, users[:64], batch=users[:64].shape[0])
+        out = {"flops_per_sample": f["flops_per_sample"], "flops_matmul": f["flops_matmul"],
+               "flops_elementwise": f["flops_elementwise"],
+               "offline_flops": float(getattr(model, "offline_flops", lambda: 0.0)()),
                "embedding_lookups": 1.0 + model.num_items, **param_counts(model),
                "embed_dim": model.embed_dim}
         if latency:
-            was = model.training
-            model.eval()
-            sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
-
-            def timed(fn, reps):
-                fn()
-                sync()
-                ts = []
-                for _ in range(reps):
-                    t0 = time.perf_counter()
-                    fn()
-                    sync()
-                    ts.append((time.perf_counter() - t0) * 1e3)
-                return statistics.median(ts)
-
-            one = torch.zeros(1, dtype=torch.long, device=self.device)
-            out["latency_ms_b1"] = timed(lambda: self._rank_all(model, one), 5 * repeats)
-            out["latency_ms_all_users"] = timed(lambda: self._rank_all(model), repeats)
-            model.train(was)
+            big = torch.arange(4096, device=self.device) % self.num_users
+            out["latency_ms_b1"] = latency_ms(rk, users[:1], repeats=15 * repeats)
+            out["latency_ms_b4096"] = latency_ms(rk, big, repeats=repeats)
+            out["latency_ms_offline"] = offline_ms
+        model.train(was)
         return out

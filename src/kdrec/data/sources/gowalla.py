@@ -17,6 +17,9 @@ from kdrec.data.registry import DataPaths, register_dataset
 from kdrec.errors import DataError
 
 
+SAMPLINGS = ("interaction", "user")
+
+
 @dataclass
 class GowallaConfig:
     subdir: str = "gowalla_m1"
@@ -24,6 +27,7 @@ class GowallaConfig:
     valid_fraction: float = 0.1
     seed: int = 2024
     ks: list[int] = field(default_factory=lambda: [10, 20, 50])  # metric cut-offs
+    sampling: str = "interaction"  # BPR triples: interaction | user (LightGCN's official sampler)
 
 
 def read_lightgcn_file(path: Path) -> pl.DataFrame:
@@ -42,6 +46,8 @@ def read_lightgcn_file(path: Path) -> pl.DataFrame:
 
 @register_dataset("gowalla_m1", task="topk", config=GowallaConfig)
 def build(cfg: GowallaConfig, paths: DataPaths) -> InteractionDataset:
+    if cfg.sampling not in SAMPLINGS:
+        raise DataError(f"dataset gowalla_m1: sampling must be one of {SAMPLINGS}, not {cfg.sampling!r}")
     if cfg.valid_from not in ("test", "train"):
         raise DataError(f"dataset gowalla_m1: valid_from must be 'test' or 'train', not {cfg.valid_from!r}")
     root = Path(paths.data_root) / cfg.subdir
@@ -61,5 +67,7 @@ def build(cfg: GowallaConfig, paths: DataPaths) -> InteractionDataset:
 
     params = {"valid_from": cfg.valid_from, **({"valid_fraction": cfg.valid_fraction, "seed": cfg.seed}
                                                  if cfg.valid_from == "train" else {})}
-    return with_ks(encode_cached("gowalla_m1", files, params, paths.cache_root, encode,
+    ds = with_ks(encode_cached("gowalla_m1", files, params, paths.cache_root, encode,
                          valid_is="test" if cfg.valid_from == "test" else "valid"), cfg.ks)
+    ds.sampling = cfg.sampling  # training-time only: not part of the encoded data's signature
+    return ds

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from kdrec.distill.base import DistillContext, Distiller, Phase, unique_params
+from kdrec.errors import ConfigError
 
 
 def plackett_luce_relaxed(s_ranked: torch.Tensor, log_rest: torch.Tensor) -> torch.Tensor:
@@ -51,12 +52,35 @@ def member(keys_sorted: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, n_
     return keys_sorted[pos] == q
 
 
+USER_MODES = ("all", "unique")
+
+
+def kd_users(batch, mode: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The users a per-user KD term is summed over, as (distinct users, multiplicity or None):
+    every BPR triple's user (``all``, repeats counted, as the reference code; computed once per
+    distinct user and weighted by its count, the same sum) or each distinct user once (``unique``)."""
+    if mode == "all":
+        return torch.unique(batch.users, return_counts=True)
+    return torch.unique(batch.users), None
+
+
+def check_users_mode(name: str, mode: str) -> None:
+    if mode not in USER_MODES:
+        raise ConfigError(f"distiller {name}: users must be one of {USER_MODES}, not {mode!r}")
+
+
 def epoch_generator(seed: int, epoch: int, salt: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7919 + salt)
 
 
 class Experts(nn.Module):
-    """``M`` two-layer MLP experts ``d_in -> hidden -> d_out`` evaluated at once (batched weights)."""
+    """``M`` two-layer MLP experts ``d_in -> hidden -> d_out`` (batched weights).
+
+    :meth:`mixture` evaluates ``sum_m a_bm E_m(x_b)`` as two matrix products: the first layer of
+    all experts at once (``[B, d_in] @ [d_in, M*hidden]``) and the second on the weighted hidden
+    units (``[B, M*hidden] @ [M*hidden, d_out]``), instead of ``M`` small products per layer.
+    Pairs ``(b, m)`` outside ``keep`` are left out (their weight is negligible): the kept rows
+    are grouped by expert and every expert runs on its own rows in one batched matrix product."""
 
     def __init__(self, num: int, d_in: int, hidden: int, d_out: int):
         super().__init__()
@@ -70,21 +94,30 @@ class Experts(nn.Module):
             nn.init.uniform_(b, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, d_in] -> [B, M, d_out]."""
+        """x [B, d_in] -> every expert's output [B, M, d_out] (reference form, used by tests)."""
         h = torch.relu(torch.einsum("bd,mdh->bmh", x, self.w1) + self.b1)
         return torch.einsum("bmh,mho->bmo", h, self.w2) + self.b2
 
-    def selected(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Expert ``idx[b]`` applied to row ``b`` only: x [B, d_in], idx [B] -> [B, d_out].
-        Rows are grouped by expert (one sort) and each expert runs once on its contiguous block:
-        a loop over the M experts, not over rows, and one host sync for the block sizes."""
-        order = torch.argsort(idx)
-        sizes = torch.bincount(idx, minlength=self.w1.shape[0]).tolist()
-        xs = x[order]
-        parts = [torch.relu(blk @ self.w1[m] + self.b1[m]) @ self.w2[m] + self.b2[m]
-                 for m, blk in enumerate(torch.split(xs, sizes)) if blk.shape[0]]
-        out = torch.empty(x.shape[0], self.w2.shape[2], dtype=x.dtype, device=x.device)
-        return out.index_copy(0, order, torch.cat(parts))
+    def mixture(self, x: torch.Tensor, a: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """``sum_m a[b, m] E_m(x[b])`` -> [B, d_out], over the pairs in ``keep`` (all if None)."""
+        M, d_in, H = self.w1.shape
+        if keep is None:
+            h = torch.relu(x @ self.w1.permute(1, 0, 2).reshape(d_in, M * H) + self.b1.reshape(-1))
+            z = (h.view(-1, M, H) * a[:, :, None]).reshape(-1, M * H)
+            return z @ self.w2.reshape(M * H, -1) + a @ self.b2
+        # kept pairs grouped by expert, each group padded to the largest: one batched matmul per
+        # layer ([M, n_max, d_in] @ [M, d_in, H]) instead of a loop over the experts
+        rows, m = keep.nonzero(as_tuple=True)
+        order = torch.argsort(m, stable=True)
+        rows, m = rows[order], m[order]
+        counts = torch.bincount(m, minlength=M)
+        slot = torch.arange(m.shape[0], device=x.device) - (torch.cumsum(counts, 0) - counts)[m]
+        n_max = int(counts.max())  # one host sync per call
+        xs = x.new_zeros(M, n_max, d_in).index_put((m, slot), x[rows])
+        h = torch.relu(torch.baddbmm(self.b1[:, None, :], xs, self.w1))
+        y = torch.baddbmm(self.b2[:, None, :], h, self.w2)[m, slot]  # padding rows dropped
+        contrib = y * a[rows, m][:, None]
+        return x.new_zeros(x.shape[0], y.shape[1], dtype=contrib.dtype).index_add(0, rows, contrib)
 
 
 def gumbel_softmax_select(probs: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -104,31 +137,36 @@ def annealed_temperature(epoch: int, start: float, end: float, epochs: int) -> f
 class DistillExperts(nn.Module):
     """DE (Kang et al., CIKM'20) for one side: a selection network on the teacher representation
     picks (Gumbel-softmax) one of ``M`` experts mapping the student representation to the
-    teacher's space; loss ``sum ||t - sum_m a_m E_m(s)||^2``."""
+    teacher's space; loss ``sum ||t - sum_m a_m E_m(s)||^2``.
 
-    def __init__(self, num: int, d_s: int, d_t: int, hard_below: float = 0.0):
+    Cost: the Gumbel-softmax weights ``a`` sharpen as the temperature anneals; experts whose
+    weight is below ``drop_below`` are not evaluated for that row (their term is below that
+    fraction of an expert's output, and their gradient as small). While some expert keeps half
+    of the rows or more, all experts run as two matrix products (:meth:`Experts.mixture`); below, each expert runs on
+    its own rows only (one batched product per layer). ``drop_below: 0`` evaluates every expert for every row, as the reference code."""
+
+    def __init__(self, num: int, d_s: int, d_t: int, drop_below: float = 0.0):
         super().__init__()
         hidden = (d_s + d_t) // 2 if d_s != d_t else max(d_s // 2, 1)
         self.experts = Experts(num, d_s, hidden, d_t)
         self.select = nn.Linear(d_t, num)
-        self.hard_below = hard_below
+        self.drop_below = drop_below
 
     def assign(self, t: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.select(t), -1)
 
     def loss(self, s: torch.Tensor, t: torch.Tensor, temperature: float,
              weight: torch.Tensor | None = None) -> torch.Tensor:
-        """``sum_b weight_b ||t_b - sum_m a_bm E_m(s_b)||^2``. Below ``hard_below`` temperature the
-        Gumbel-softmax weights are one-hot to float precision but for negligible terms
-        (``exp(-gap / T)``), so only each row's selected expert is evaluated (times its weight,
-        which keeps the selection network's gradient): M times fewer FLOPs."""
+        """``sum_b weight_b ||t_b - sum_m a_bm E_m(s_b)||^2``."""
         probs = self.assign(t)
         a = gumbel_softmax_select(probs, temperature) if probs.shape[1] > 1 else probs
-        if probs.shape[1] > 1 and temperature < self.hard_below:
-            idx = a.argmax(-1)
-            out = self.experts.selected(s, idx) * a.gather(1, idx[:, None])
-        else:
-            out = (self.experts(s) * a[:, :, None]).sum(1)
+        keep = None
+        if self.drop_below > 0 and probs.shape[1] > 1:
+            k = a >= self.drop_below
+            k.scatter_(1, a.argmax(1, keepdim=True), True)  # every row keeps its selected expert
+            if 2 * int(k.sum(0).max()) < k.shape[0]:  # padded expert groups: under half the work
+                keep = k
+        out = self.experts.mixture(s, a, keep)
         err = (t - out).pow(2).sum(-1)
         return (err * weight).sum() if weight is not None else err.sum()
 

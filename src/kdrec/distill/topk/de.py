@@ -24,9 +24,9 @@ class DEMixin:
     def build_de(self, ctx) -> nn.ModuleDict:
         d_s, d_t = ctx.student.embed_dim, ctx.teacher.embed_dim
         self.temperature = self.cfg.T_start
-        M, hard = self.cfg.num_experts, self.cfg.hard_below
-        return nn.ModuleDict({"de_user": DistillExperts(M, d_s, d_t, hard),
-                              "de_item": DistillExperts(M, d_s, d_t, hard)})
+        M, drop = self.cfg.num_experts, self.cfg.drop_below
+        return nn.ModuleDict({"de_user": DistillExperts(M, d_s, d_t, drop),
+                              "de_item": DistillExperts(M, d_s, d_t, drop)})
 
     def anneal(self, epoch: int) -> None:
         c = self.cfg
@@ -51,7 +51,7 @@ class DEConfig:
     T_start: float = 1.0
     T_end: float = 1e-10
     anneal_epochs: int = 50
-    hard_below: float = 1e-3  # evaluate only the selected expert below this temperature (0: never)
+    drop_below: float = 1e-6  # experts with a smaller Gumbel-softmax weight are not evaluated (0: all)
 
 
 @register_distiller("de")
@@ -79,7 +79,7 @@ class DERRD(DEMixin, RRD):
         T_start: float = 1.0
         T_end: float = 1e-10
         anneal_epochs: int = 50
-        hard_below: float = 1e-3
+        drop_below: float = 1e-6
 
     def build_aux(self, ctx) -> nn.ModuleDict:
         return self.build_de(ctx)

@@ -14,9 +14,15 @@ training trajectories, easy to hard.
   ``d_last / d_next`` exceeds ``alpha * 0.995^(epoch // p)`` or drops below 1 (as the reference
   code). The per-user checkpoint index lives in an aux buffer, so checkpoints and resume keep it.
 * **Losses** per unique batch user (full item scores): before the last checkpoint the *overall*
-  ranking loss (each of ``num_pos`` sampled train positives and each target item above all
-  non-target unobserved items), at the last checkpoint the *listwise* loss (Plackett-Luce on the
-  positives, and on the target's first K/2 and first K/10 items in order, each above the rest).
+  ranking loss (each positive and each target item above all non-target unobserved items), times
+  ``overall_factor`` (2, as the reference); at the last checkpoint the *listwise* loss
+  (Plackett-Luce on the positives, and on the target's first K/2 and first K/10 items in order,
+  each above the rest; the positives' rest excludes only the first K/2 target items, as the
+  reference, or the whole list with ``pos_rest: list``).
+* **Positives**: the first ``num_pos`` train items of each user in data order, fixed for the run
+  (``num_pos: 0``: the smallest train degree, the reference's ``pos_K``); ``resample_pos: true``
+  draws ``num_pos`` train items with replacement each epoch instead (our earlier variant,
+  unmeasured against the reference's).
 """
 
 from __future__ import annotations
@@ -91,7 +97,10 @@ class HetComp(TopKDistiller):
         num_ckpt: int = 4
         snapshot_every: int = 2
         K: int = 50
-        num_pos: int = 10
+        num_pos: int = 0  # 0: the smallest train degree (the reference's pos_K)
+        resample_pos: bool = False  # true: num_pos draws per user and epoch (ours; reference: fixed)
+        pos_rest: str = "half"  # listwise positives above unobserved minus the target's first K/2 | list
+        overall_factor: float = 2.0  # the reference's factor on the overall loss
         p: int = 5  # DKC period in epochs
         alpha: float = 1.05
 
@@ -167,6 +176,16 @@ class HetComp(TopKDistiller):
         self.train_users, self.train_items = tr.users, tr.items
         self.indptr = task.csr["train"].indptr
         self.counts = task.csr["train"].counts
+        c = self.cfg
+        if c.pos_rest not in ("half", "list"):
+            raise ConfigError(f"distiller hetcomp: pos_rest must be 'half' or 'list', not {c.pos_rest!r}")
+        min_deg = int(self.counts[self.counts > 0].min())
+        self.num_pos = c.num_pos or min_deg
+        if not c.resample_pos:
+            if self.num_pos > min_deg:
+                raise ConfigError(f"distiller hetcomp: num_pos {self.num_pos} exceeds the smallest train "
+                                  f"degree {min_deg} (fixed positives: use num_pos <= {min_deg} or 0)")
+            self.pos = first_positives(self.indptr, self.train_items, self.num_pos)
 
     # ---------------------------------------------------------------- curriculum
     @torch.no_grad()
@@ -174,10 +193,10 @@ class HetComp(TopKDistiller):
         task, c = self.ctx.task, self.cfg
         st = self._aux["curriculum"]
         g = epoch_generator(self.ctx.seed, epoch, salt=4)
-        # positives for the listwise / overall losses: num_pos train items per user (with replacement)
-        r = torch.rand(task.num_users, c.num_pos, generator=g).to(task.device)
-        off = (r * self.counts[:, None]).long().clamp_max((self.counts[:, None] - 1).clamp_min(0))
-        self.pos = self.train_items[(self.indptr[:-1, None] + off).clamp_max(self.train_items.numel() - 1)]
+        if c.resample_pos:  # num_pos train items per user, with replacement
+            r = torch.rand(task.num_users, self.num_pos, generator=g).to(task.device)
+            off = (r * self.counts[:, None]).long().clamp_max((self.counts[:, None] - 1).clamp_min(0))
+            self.pos = self.train_items[(self.indptr[:-1, None] + off).clamp_max(self.train_items.numel() - 1)]
         last = self.targets.shape[0] - 1
         if epoch >= c.p and epoch % c.p == 0 and bool((st.idx < last).any()):
             student_top = task.topn(self.ctx.student, c.K)
@@ -214,24 +233,48 @@ class HetComp(TopKDistiller):
         st = self._aux["curriculum"]
         last = self.targets.shape[0] - 1
         idx = st.idx[users]
-        target = self.targets[idx, users]  # [B, K]
-        pos = self.pos[users]
-        rows = torch.arange(B, device=S.device)[:, None]
+        final = idx >= last
+        n_final = int(final.sum())  # one host sync per batch: compute only the losses in use
+        overall, listwise = hetcomp_losses(S, observed, self.pos[users], self.targets[idx, users],
+                                           c.pos_rest, overall=n_final < B, listwise=n_final > 0)
+        if listwise is None:
+            return c.overall_factor * overall.sum()
+        if overall is None:
+            return listwise.sum()
+        return torch.where(final, listwise, c.overall_factor * overall).sum()
 
-        def log_rest(listed: torch.Tensor) -> torch.Tensor:
-            """log sum exp over unobserved items not in ``listed``."""
-            m = observed.clone()
-            m[rows.expand_as(listed), listed] = True
-            return torch.logsumexp(S.masked_fill(m, float("-inf")), 1)
 
-        s_pos, s_tgt = S.gather(1, pos), S.gather(1, target)
-        # overall: every positive / target item above every non-target unobserved item
-        lr_all = log_rest(target)
+def first_positives(indptr: torch.Tensor, items: torch.Tensor, n: int) -> torch.Tensor:
+    """[U, n]: each user's first ``n`` train items in CSR (data) order; users with fewer than
+    ``n`` repeat their last one (users without train items get item ``items[indptr[u]]``, unused)."""
+    off = torch.arange(n, device=items.device)[None, :]
+    last = (indptr[1:] - 1).clamp_min(indptr[:-1])[:, None]
+    return items[torch.minimum(indptr[:-1, None] + off, last).clamp_max(items.numel() - 1)]
+
+
+def hetcomp_losses(S: torch.Tensor, observed: torch.Tensor, pos: torch.Tensor, target: torch.Tensor,
+                   pos_rest: str = "half", overall: bool = True,
+                   listwise: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Per-row (overall, listwise) losses from full scores ``S`` [B, n_items], the train mask
+    ``observed``, positives ``pos`` [B, P] and the ranked target ``target`` [B, K]; a loss not
+    asked for is None (not computed)."""
+    K = target.shape[1]
+    unobserved = S.masked_fill(observed, float("-inf"))
+
+    def log_rest(listed: torch.Tensor) -> torch.Tensor:
+        """log sum exp over unobserved items not in ``listed``."""
+        return torch.logsumexp(unobserved.scatter(1, listed, float("-inf")), 1)
+
+    s_pos, s_tgt = S.gather(1, pos), S.gather(1, target)
+    lr_all = log_rest(target) if overall or pos_rest == "list" else None
+    out_overall = out_listwise = None
+    if overall:  # every positive / target item above every non-target unobserved item
         tops = torch.cat([s_pos, s_tgt], 1)
-        overall = -(tops - torch.logaddexp(tops, lr_all[:, None])).sum(1)
-        # listwise at the last checkpoint
-        half, tenth = max(c.K // 2, 1), max(c.K // 10, 1)
-        listwise = (plackett_luce_relaxed(s_pos, lr_all)
-                    + 0.5 * (plackett_luce_relaxed(s_tgt[:, :half], log_rest(target[:, :half]))
-                             + plackett_luce_relaxed(s_tgt[:, :tenth], log_rest(target[:, :tenth]))))
-        return torch.where(idx >= last, listwise, overall).sum()
+        out_overall = -(tops - torch.logaddexp(tops, lr_all[:, None])).sum(1)
+    if listwise:  # the last checkpoint's
+        half, tenth = max(K // 2, 1), max(K // 10, 1)
+        lr_half = log_rest(target[:, :half])
+        out_listwise = (plackett_luce_relaxed(s_pos, lr_half if pos_rest == "half" else lr_all)
+                        + 0.5 * (plackett_luce_relaxed(s_tgt[:, :half], lr_half)
+                                 + plackett_luce_relaxed(s_tgt[:, :tenth], log_rest(target[:, :tenth]))))
+    return out_overall, out_listwise

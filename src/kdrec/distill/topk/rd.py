@@ -3,7 +3,8 @@ user are extra positives, ``-sum_r w_r log sigma(s(u, pi_r))``, with position we
 ``w_r ~ exp(-r / T)`` and (``dynamic: true``, from ``dynamic_start_epoch``) the hybrid weights
 ``w_r ~ exp(-r/T) * tanh(max(mu (r_hat - r), 0))`` renormalised, where ``r_hat`` is the student's
 rank of the item estimated from ``dynamic_samples`` uniform unobserved items resampled per epoch.
-Applied to the unique users of each batch."""
+Summed over every BPR triple's user of the batch (repeats counted, as the reference code);
+``users: unique`` counts each batch user once (our earlier variant, unmeasured)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from kdrec.distill.base import register_distiller
-from kdrec.distill.topk.common import TopKDistiller, epoch_generator, sample_outside, teacher_topn
+from kdrec.distill.topk.common import (TopKDistiller, check_users_mode, epoch_generator, kd_users,
+                                       sample_outside, teacher_topn)
 
 
 def rd_weights(s_top: torch.Tensor, s_dyn: torch.Tensor | None, static: torch.Tensor,
@@ -40,8 +42,10 @@ class RD(TopKDistiller):
         mu: float = 0.1
         dynamic_samples: int = 100
         dynamic_start_epoch: int = 0
+        users: str = "all"  # all: every triple's user (reference) | unique: each batch user once
 
     def setup(self, ctx) -> None:
+        check_users_mode("rd", self.cfg.users)
         super().setup(ctx)
         self.top = teacher_topn(ctx, self.cfg.K)
         r = torch.arange(1, self.cfg.K + 1, dtype=torch.float32, device=ctx.device)
@@ -61,12 +65,13 @@ class RD(TopKDistiller):
             self.dyn_items = None
 
     def kd_loss(self, U, I, batch) -> torch.Tensor:
-        users = torch.unique(batch.users)
-        u = U[users][:, None, :]
-        s_top = (u * I[self.top[users]]).sum(-1)
+        users, count = kd_users(batch, self.cfg.users)
+        u = U[users]
+        s_top = (u[:, None, :] * I[self.top[users]]).sum(-1)
         s_dyn = None
         if self.dyn_items is not None:
-            with torch.no_grad():
-                s_dyn = (u * I[self.dyn_items[users]]).sum(-1)
+            with torch.no_grad():  # all scores of the users, then the samples (no [n, S, d] gather)
+                s_dyn = (u @ I.T).gather(1, self.dyn_items[users])
         w = rd_weights(s_top.detach(), s_dyn, self.static, self.ctx.task.num_items, self.cfg.mu)
-        return -(w * F.logsigmoid(s_top)).sum()
+        per_user = -(w * F.logsigmoid(s_top)).sum(1)
+        return (per_user * count).sum() if count is not None else per_user.sum()

@@ -4,8 +4,8 @@
   tables; LightGCN: the layer-averaged propagation). Scores are inner products ``U[u] . I[i]``.
 * ``reg_loss(users, pos, neg)``: the L2 on the batch's *ego* embeddings (LightGCN / BPR style,
   ``reg * (|u|^2 + |i|^2 + |j|^2) / 2 / batch``).
-* ``scoring_flops()``: FLOPs to score all items for one user (plus any propagation, amortised
-  over users).
+* ``offline_flops()``: FLOPs of computing the final representations once (LightGCN's propagation;
+  0 for MF). Serving cost per user is measured on the task's ranker (``TopKTask.profile``).
 
 Teacher or student is only a matter of ``embed_dim x dim_ratio`` (students default to 0.1 x the
 teacher's dimension through their yaml). No model picks a device.
@@ -70,6 +70,5 @@ class TopKModel(nn.Module):
         u, i, j = self.user_emb(users), self.item_emb(pos), self.item_emb(neg)
         return self.cfg.reg * 0.5 * (u.pow(2).sum() + i.pow(2).sum() + j.pow(2).sum()) / users.shape[0]
 
-    def scoring_flops(self) -> dict[str, float]:
-        d, n = self.embed_dim, self.num_items
-        return {"flops_matmul": 2.0 * d * n, "flops_elementwise": 0.0}
+    def offline_flops(self) -> float:
+        return 0.0

@@ -1,0 +1,199 @@
+"""Top-K cost benchmarks (issue 12 items 3-5): training epoch, full-ranking evaluation, distiller
+overhead. Run each under ``cpu-exclusive`` on an otherwise idle machine; every figure printed is
+measured in this process (nothing hard-coded).
+
+    # seconds per training epoch (timed over the first --batches batches, extrapolated to the epoch)
+    .venv/bin/python scripts/bench_topk.py epoch --experiment topk_gowalla_lightgcn --role teacher \
+        --threads 2 --batch-size 2048 --batches 30
+    # full-ranking evaluation of the valid split (Gowalla: 29,858 users x 40,981 items)
+    .venv/bin/python scripts/bench_topk.py eval --experiment topk_gowalla_mf --threads 2
+    # a distiller's run vs the student alone, same settings (setup + --epochs epochs with evaluation)
+    .venv/bin/python scripts/bench_topk.py distill --experiment topk_ml100k --threads 1 --epochs 5 \
+        --distillers none rd cd rrd ir_rrd de de_rrd phr ftd htd hetcomp
+    # the same past DE's / HTD's temperature annealing (Gumbel-softmax weights one-hot)
+    .venv/bin/python scripts/bench_topk.py distill --experiment topk_ml100k --threads 1 --epochs 2 \
+        --distillers de de_rrd htd --kd-overrides T_start=1e-4
+
+Models are freshly initialised from the preset's yamls (cost does not depend on trained weights);
+the distill bench's teacher is random too and its caches live in a temporary directory, except
+HetComp's teacher trajectories (cached under ``--outputs``, as a real run caches them; the first
+run pays for training them and says so). Hydra overrides go after ``--``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from kdrec.config import config_dir, train_config
+from kdrec.data.registry import DataPaths, load_dataset
+from kdrec.distill.base import DistillContext, Phase, build_distiller, unique_params
+from kdrec.models.registry import build_model
+from kdrec.tasks.topk import TopKTask
+
+
+def compose_cfg(experiment: str, overrides: list[str], outputs: str):
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        return compose("config", [f"experiment={experiment}", f"paths.root={outputs}", *overrides])
+
+
+def make_task(cfg, batch_size: int) -> TopKTask:
+    data = load_dataset(cfg.dataset, DataPaths(Path(cfg.paths.data_root), Path(cfg.paths.cache) / "data"))
+    return TopKTask(data, torch.device("cpu"), batch_size, cfg.trainer.eval_batch_size)
+
+
+def bench_epoch(a, cfg) -> dict:
+    model_cfg = cfg[a.role]
+    tc = train_config(cfg, model_cfg)
+    bs = a.batch_size or tc.batch_size
+    task = make_task(cfg, bs)
+    torch.manual_seed(0)
+    model = build_model(model_cfg, task.feature_map, where=a.role)
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
+                           **{"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}[a.adam])
+    n_rows = task.num_rows("train")
+    n_batches = math.ceil(n_rows / bs)
+    gen = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    it = task.train_batches(gen, bs)
+    batch = next(it)  # the epoch's permutation + negative sampling happen here
+    t_sample = time.perf_counter() - t0
+    times = []
+    for i in range(a.batches + 1):
+        t1 = time.perf_counter()
+        loss = task.task_loss(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t1)
+        batch = next(it, None)
+        if batch is None:
+            break
+    step = statistics.mean(times[1:]) if len(times) > 1 else times[0]  # first step: warm-up
+    return {"bench": "epoch", "experiment": a.experiment, "role": a.role, "model": model_cfg.name,
+            "dim": model.embed_dim, "threads": torch.get_num_threads(), "batch_size": bs, "adam": a.adam,
+            "train_rows": n_rows, "batches_per_epoch": n_batches, "timed_batches": len(times) - 1,
+            "sampling_s": round(t_sample, 3), "step_ms": round(step * 1e3, 2),
+            "epoch_s": round(t_sample + step * n_batches, 2)}
+
+
+def bench_eval(a, cfg) -> dict:
+    task = make_task(cfg, 2048)
+    torch.manual_seed(0)
+    model = build_model(cfg[a.role], task.feature_map, where=a.role)
+    task.evaluate(model, a.split)  # warm-up
+    ts = []
+    for _ in range(a.repeats):
+        t0 = time.perf_counter()
+        task.evaluate(model, a.split)
+        ts.append(time.perf_counter() - t0)
+    U, I = task.embeddings(model)
+    return {"bench": "eval", "experiment": a.experiment, "split": a.split, "model": cfg[a.role].name,
+            "dim": model.embed_dim, "threads": torch.get_num_threads(),
+            "users": int(task.csr[a.split].nonempty), "items": int(I.shape[0]),
+            "eval_s_median": round(statistics.median(ts), 3), "eval_s_all": [round(t, 3) for t in ts]}
+
+
+def bench_distill(a, cfg_base) -> list[dict]:
+    from omegaconf import OmegaConf
+
+    from kdrec.train.config import TrainConfig
+    from kdrec.train.loop import fit
+
+    out = []
+    # "none" twice: the first run warms up (allocator, first evaluation) and is not reported
+    names = ["none", "none", *[d for d in a.distillers if d != "none"]]
+    hetcomp_root = Path(a.outputs) / "bench_topk_teachers"
+    for k, name in enumerate(names):
+        kd = [f"distiller.{o}" for o in a.kd_overrides] if name != "none" else []
+        cfg = compose_cfg(a.experiment, [f"distiller={name}", *a.overrides, *kd], a.outputs)
+        tc = train_config(cfg, cfg.student)
+        tc = TrainConfig.from_cfg(tc.__dict__, {"epochs": a.epochs, "patience": 10**6, "progress": False})
+        task = make_task(cfg, tc.batch_size)
+        torch.manual_seed(0)
+        teacher = build_model(cfg.teacher, task.feature_map, where="teacher").eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        distiller = build_distiller(cfg.distiller)
+        torch.manual_seed(1)
+        student = distiller.build_student(cfg.student, task.feature_map, teacher)
+        with tempfile.TemporaryDirectory() as tmp:
+            tdir = (hetcomp_root / cfg.dataset.name / "teacher") if name == "hetcomp" else Path(tmp) / "teacher"
+            ctx = DistillContext(student, teacher, task, task.device, tdir, seed=1)
+            t0 = time.perf_counter()
+            if name == "none":
+                def loss(batch):
+                    return task.task_loss(student, batch)
+                phases = [Phase("train", loss, unique_params(student.parameters()), [student])]
+                aux = torch.nn.ModuleDict()
+            else:
+                distiller.setup(ctx)
+                aux = distiller.aux_modules()
+                phases = distiller.phases(ctx)
+            setup_s = time.perf_counter() - t0
+            save = {"model": student, **({"aux": aux} if len(aux) else {})}
+            t1 = time.perf_counter()
+            train_s = 0.0
+            for ph in phases:
+                res = fit(ph, task, tc, ckpt_dir=Path(tmp) / "ckpt", seed=1, save_modules=save)
+                train_s += res.seconds
+            fit_s = time.perf_counter() - t1
+        row = {"bench": "distill", "experiment": a.experiment, "distiller": name, "kd_overrides": kd,
+               "threads": torch.get_num_threads(), "epochs": a.epochs, "setup_s": round(setup_s, 2),
+               "train_s": round(train_s, 2), "fit_s": round(fit_s, 2), "run_s": round(setup_s + fit_s, 2)}
+        if k == 0:
+            continue
+        if out and out[0]["distiller"] == "none":
+            base = out[0]
+            row["train_ratio"] = round(train_s / base["train_s"], 2)
+            row["run_ratio"] = round(row["run_s"] / base["run_s"], 2)
+        print(json.dumps(row), flush=True)
+        out.append(row)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("bench", choices=["epoch", "eval", "distill"])
+    ap.add_argument("--experiment", default="topk_gowalla_mf")
+    ap.add_argument("--role", default="teacher", choices=["teacher", "student"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=0)
+    ap.add_argument("--batches", type=int, default=30)
+    ap.add_argument("--adam", default="default", choices=["default", "foreach", "fused"],
+                    help="epoch bench: torch.optim.Adam implementation (the trainer uses the default)")
+    ap.add_argument("--split", default="valid")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--distillers", nargs="+", default=["none"])
+    ap.add_argument("--kd-overrides", nargs="*", default=[],
+                    help="distill bench: KEY=VALUE set on every distiller but none (e.g. T_start=1e-4: "
+                         "DE/HTD past their Gumbel-softmax annealing)")
+    ap.add_argument("--outputs", default="outputs")
+    ap.add_argument("--json", default="", help="append the result rows to this JSON-lines file")
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides (after --)")
+    a = ap.parse_intermixed_args()  # Hydra overrides may follow the options
+    torch.set_num_threads(a.threads)
+    a.outputs = str(Path(a.outputs).resolve())
+    cfg = compose_cfg(a.experiment, a.overrides, a.outputs)
+    rows = {"epoch": lambda: [bench_epoch(a, cfg)], "eval": lambda: [bench_eval(a, cfg)],
+            "distill": lambda: bench_distill(a, cfg)}[a.bench]()
+    for r in rows:
+        if a.bench != "distill":
+            print(json.dumps(r), flush=True)
+        if a.json:
+            with open(a.json, "a") as f:
+                f.write(json.dumps(r) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
