@@ -46,7 +46,7 @@ CONVENTIONS: tuple[tuple[re.Pattern, dict], ...] = tuple((re.compile(p), m) for 
      r"|\w+_(layers|dim|heads|experts|batch_size|epochs|chunk|budget|posting)|(\w+_)?hidden)$", ge(1)),
     (r"(^|_)weight$", ge(0)),
     (r"^(temperature|T_start|T_end|lr|\w+_lr|reduction_ratio)$", gt(0)),
-    (r"^(noise|k1|zipf_exponent|sharpness|hard_below|\w+_patience)$", ge(0)),
+    (r"^(noise|k1|zipf_exponent|sharpness|hard_below|drop_below|\w+_patience)$", ge(0)),
     (r"(_fraction|_rate)$", between(0, 1, lo_open=True, hi_open=True)),
 ))
 
