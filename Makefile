@@ -59,5 +59,6 @@ clean: ## remove outputs (not the venv)
 docs-tables: install ## write the tables in docs/ from the committed results/ (no training)
 	$(KDREC) table kd_dagfm --from-results --latency skip --docs docs/kd_dagfm.md
 	$(KDREC) table rok --from-results --latency skip --docs docs/rok.md
+	$(KDREC) table topk_ml100k --from-results --latency skip --docs docs/topk.md
 
 .PHONY: help install run smoke test test-slow bench table kd-dagfm-table rok-table topk-table docs-tables clean
