@@ -16,6 +16,7 @@ from torch import nn
 
 from kdrec.distill.base import DistillContext, Distiller, Phase, unique_params
 from kdrec.errors import ConfigError
+from kdrec.tasks.topk import redraw_rejected
 
 
 def plackett_luce_relaxed(s_ranked: torch.Tensor, log_rest: torch.Tensor) -> torch.Tensor:
@@ -233,10 +234,7 @@ def sample_outside(n_rows: int, n_range: int, per_row: int, generator: torch.Gen
     def draw():
         return torch.randint(n_range, (n_rows, per_row), generator=generator).to(device)
 
-    ids = draw()
-    for _ in range(rounds):
-        ids = torch.where(bad(rows, ids), draw(), ids)
-    return ids
+    return redraw_rejected(rows, draw(), draw, bad, rounds)
 
 
 def sample_ranked(top: torch.Tensor, k: int, temperature: float, sample: bool,
