@@ -60,5 +60,6 @@ docs-tables: install ## write the tables in docs/ from the committed results/ (n
 	$(KDREC) table kd_dagfm --from-results --latency skip --docs docs/kd_dagfm.md
 	$(KDREC) table rok --from-results --latency skip --docs docs/rok.md
 	$(KDREC) table topk_ml100k --from-results --latency skip --docs docs/topk.md
+	$(KDREC) table topk_gowalla --from-results --latency skip --docs docs/topk.md
 
 .PHONY: help install run smoke test test-slow bench table kd-dagfm-table rok-table topk-table docs-tables clean
