@@ -1,11 +1,12 @@
 """CD (Collaborative Distillation, Lee et al., 2019), teacher-guided: ``n_distill`` unobserved
 items per user from the teacher's top ``pool``, drawn once before training by a pairwise
 tournament (as the reference code): two ranks drawn with probability ``exp(-r / (pool * T))``, the
-one the teacher scores higher wins, until ``n_distill`` distinct winners. ``sampling: resample``
-instead draws without replacement from ``exp(-r / (pool * T))`` every epoch (our earlier variant,
-unmeasured). The student fits the teacher's soft labels ``q = sigmoid((t + t2) / t1)`` on them by
+one the teacher scores higher wins, until ``n_distill`` distinct winners (kdrec's earlier redraw
+every epoch was not significantly better over 3 seeds on MovieLens-100K: NDCG@20 +0.0096, p 0.08,
+and was removed). The student fits the teacher's soft labels ``q = sigmoid((t + t2) / t1)`` on them by
 binary cross-entropy, summed over every BPR triple's user of the batch (``users: unique``: each
-batch user once)."""
+batch user once: measured better on MovieLens-100K, NDCG@20 +0.0080 over 3 seeds, p 0.019; the
+reference stays the default)."""
 
 from __future__ import annotations
 
@@ -57,35 +58,18 @@ class CD(TopKDistiller):
         T: float = 1.0
         t1: float = 1.0  # soft-label temperature
         t2: float = 0.0  # soft-label shift
-        sampling: str = "tournament"  # tournament: drawn once (reference) | resample: every epoch
         users: str = "all"  # all: every triple's user (reference) | unique: each batch user once
 
     def setup(self, ctx) -> None:
         c = self.cfg
         check_users_mode("cd", c.users)
-        if c.sampling not in ("tournament", "resample"):
-            raise ConfigError(f"distiller cd: sampling must be 'tournament' or 'resample', not {c.sampling!r}")
         super().setup(ctx)
         self.top = teacher_topn(ctx, c.pool)
-        if c.sampling == "tournament":
-            g = epoch_generator(ctx.seed, 0, salt=5)
-            idx = tournament_ranks(self.top.shape[0], self.top.shape[1], c.n_distill, c.T, g)
-            self.samples = self.top.gather(1, idx.to(self.top.device))
-            self.t_samples = self.teacher_scores(self.samples)
-
-    def teacher_scores(self, items: torch.Tensor) -> torch.Tensor:
-        """[U, n] teacher scores of each user's samples (fixed between resamplings)."""
-        return (self.T_user[:, None, :] * self.T_item[items]).sum(-1)
-
-    def on_epoch_start(self, epoch: int) -> None:
-        c = self.cfg
-        if c.sampling != "resample":
-            return
-        g = epoch_generator(self.ctx.seed, epoch, salt=3)
-        p = rank_discount_probs(self.top.shape[1], c.pool * c.T, "cpu").expand(self.top.shape[0], -1)
-        idx = torch.multinomial(p, c.n_distill, replacement=False, generator=g).to(self.top.device)
-        self.samples = self.top.gather(1, idx)
-        self.t_samples = self.teacher_scores(self.samples)
+        g = epoch_generator(ctx.seed, 0, salt=5)
+        idx = tournament_ranks(self.top.shape[0], self.top.shape[1], c.n_distill, c.T, g)
+        self.samples = self.top.gather(1, idx.to(self.top.device))
+        # [U, n] teacher scores of each user's samples (fixed for the run)
+        self.t_samples = (self.T_user[:, None, :] * self.T_item[self.samples]).sum(-1)
 
     def kd_loss(self, U, I, batch) -> torch.Tensor:
         users, count = kd_users(batch, self.cfg.users)

@@ -18,11 +18,12 @@ training trajectories, easy to hard.
   ``overall_factor`` (2, as the reference); at the last checkpoint the *listwise* loss
   (Plackett-Luce on the positives, and on the target's first K/2 and first K/10 items in order,
   each above the rest; the positives' rest excludes only the first K/2 target items, as the
-  reference, or the whole list with ``pos_rest: list``).
+  reference).
 * **Positives**: the first ``num_pos`` train items of each user in data order, fixed for the run
-  (``num_pos: 0``: the smallest train degree, the reference's ``pos_K``); ``resample_pos: true``
-  draws ``num_pos`` train items with replacement each epoch instead (our earlier variant,
-  unmeasured against the reference's).
+  (``num_pos: 0``: the smallest train degree, the reference's ``pos_K``).
+Two earlier kdrec variants (positives redrawn every epoch; the positives' rest excluding the whole
+target list) were measured against these reference rules over 3 seeds on MovieLens-100K, were not
+better (NDCG@20 -0.0048, p 0.32; -0.0016, p 0.13) and were removed (docs/topk.md, "Deviations").
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from torch import nn
 from kdrec.artifacts import signature
 from kdrec.cache import cached_torch
 from kdrec.distill.base import Phase, register_distiller, unique_params
-from kdrec.distill.topk.common import TopKDistiller, epoch_generator, plackett_luce_relaxed
+from kdrec.distill.topk.common import TopKDistiller, plackett_luce_relaxed
 from kdrec.errors import ConfigError
 from kdrec.models.registry import build_model
 from kdrec.train.config import TrainConfig
@@ -98,8 +99,6 @@ class HetComp(TopKDistiller):
         snapshot_every: int = 2
         K: int = 50
         num_pos: int = 0  # 0: the smallest train degree (the reference's pos_K)
-        resample_pos: bool = False  # true: num_pos draws per user and epoch (ours; reference: fixed)
-        pos_rest: str = "half"  # listwise positives above unobserved minus the target's first K/2 | list
         overall_factor: float = 2.0  # the reference's factor on the overall loss
         p: int = 5  # DKC period in epochs
         alpha: float = 1.05
@@ -177,26 +176,18 @@ class HetComp(TopKDistiller):
         self.indptr = task.csr["train"].indptr
         self.counts = task.csr["train"].counts
         c = self.cfg
-        if c.pos_rest not in ("half", "list"):
-            raise ConfigError(f"distiller hetcomp: pos_rest must be 'half' or 'list', not {c.pos_rest!r}")
         min_deg = int(self.counts[self.counts > 0].min())
         self.num_pos = c.num_pos or min_deg
-        if not c.resample_pos:
-            if self.num_pos > min_deg:
-                raise ConfigError(f"distiller hetcomp: num_pos {self.num_pos} exceeds the smallest train "
-                                  f"degree {min_deg} (fixed positives: use num_pos <= {min_deg} or 0)")
-            self.pos = first_positives(self.indptr, self.train_items, self.num_pos)
+        if self.num_pos > min_deg:
+            raise ConfigError(f"distiller hetcomp: num_pos {self.num_pos} exceeds the smallest train "
+                              f"degree {min_deg} (fixed positives: use num_pos <= {min_deg} or 0)")
+        self.pos = first_positives(self.indptr, self.train_items, self.num_pos)
 
     # ---------------------------------------------------------------- curriculum
     @torch.no_grad()
     def on_epoch_start(self, epoch: int) -> None:
         task, c = self.ctx.task, self.cfg
         st = self._aux["curriculum"]
-        g = epoch_generator(self.ctx.seed, epoch, salt=4)
-        if c.resample_pos:  # num_pos train items per user, with replacement
-            r = torch.rand(task.num_users, self.num_pos, generator=g).to(task.device)
-            off = (r * self.counts[:, None]).long().clamp_max((self.counts[:, None] - 1).clamp_min(0))
-            self.pos = self.train_items[(self.indptr[:-1, None] + off).clamp_max(self.train_items.numel() - 1)]
         last = self.targets.shape[0] - 1
         if epoch >= c.p and epoch % c.p == 0 and bool((st.idx < last).any()):
             student_top = task.topn(self.ctx.student, c.K)
@@ -236,7 +227,7 @@ class HetComp(TopKDistiller):
         final = idx >= last
         n_final = int(final.sum())  # one host sync per batch: compute only the losses in use
         overall, listwise = hetcomp_losses(S, observed, self.pos[users], self.targets[idx, users],
-                                           c.pos_rest, overall=n_final < B, listwise=n_final > 0)
+                                           overall=n_final < B, listwise=n_final > 0)
         if listwise is None:
             return c.overall_factor * overall.sum()
         if overall is None:
@@ -253,8 +244,7 @@ def first_positives(indptr: torch.Tensor, items: torch.Tensor, n: int) -> torch.
 
 
 def hetcomp_losses(S: torch.Tensor, observed: torch.Tensor, pos: torch.Tensor, target: torch.Tensor,
-                   pos_rest: str = "half", overall: bool = True,
-                   listwise: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                   overall: bool = True, listwise: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Per-row (overall, listwise) losses from full scores ``S`` [B, n_items], the train mask
     ``observed``, positives ``pos`` [B, P] and the ranked target ``target`` [B, K]; a loss not
     asked for is None (not computed)."""
@@ -266,15 +256,14 @@ def hetcomp_losses(S: torch.Tensor, observed: torch.Tensor, pos: torch.Tensor, t
         return torch.logsumexp(unobserved.scatter(1, listed, float("-inf")), 1)
 
     s_pos, s_tgt = S.gather(1, pos), S.gather(1, target)
-    lr_all = log_rest(target) if overall or pos_rest == "list" else None
     out_overall = out_listwise = None
     if overall:  # every positive / target item above every non-target unobserved item
         tops = torch.cat([s_pos, s_tgt], 1)
-        out_overall = -(tops - torch.logaddexp(tops, lr_all[:, None])).sum(1)
+        out_overall = -(tops - torch.logaddexp(tops, log_rest(target)[:, None])).sum(1)
     if listwise:  # the last checkpoint's
         half, tenth = max(K // 2, 1), max(K // 10, 1)
         lr_half = log_rest(target[:, :half])
-        out_listwise = (plackett_luce_relaxed(s_pos, lr_half if pos_rest == "half" else lr_all)
+        out_listwise = (plackett_luce_relaxed(s_pos, lr_half)
                         + 0.5 * (plackett_luce_relaxed(s_tgt[:, :half], lr_half)
                                  + plackett_luce_relaxed(s_tgt[:, :tenth], log_rest(target[:, :tenth]))))
     return out_overall, out_listwise

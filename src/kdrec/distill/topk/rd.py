@@ -3,8 +3,9 @@ user are extra positives, ``-sum_r w_r log sigma(s(u, pi_r))``, with position we
 ``w_r ~ exp(-r / T)`` and (``dynamic: true``, from ``dynamic_start_epoch``) the hybrid weights
 ``w_r ~ exp(-r/T) * tanh(max(mu (r_hat - r), 0))`` renormalised, where ``r_hat`` is the student's
 rank of the item estimated from ``dynamic_samples`` uniform unobserved items resampled per epoch.
-Summed over every BPR triple's user of the batch (repeats counted, as the reference code);
-``users: unique`` counts each batch user once (our earlier variant, unmeasured)."""
+Summed over every BPR triple's user of the batch (repeats counted, as the reference code; counting
+each batch user once, kdrec's earlier variant, was not better over 3 seeds on MovieLens-100K:
+NDCG@20 +0.0019, p 0.25, and was removed)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from kdrec.distill.base import register_distiller
-from kdrec.distill.topk.common import (TopKDistiller, check_users_mode, epoch_generator, kd_users,
-                                       sample_outside, teacher_topn)
+from kdrec.distill.topk.common import TopKDistiller, epoch_generator, kd_users, sample_outside, teacher_topn
 
 
 def rd_weights(s_top: torch.Tensor, s_dyn: torch.Tensor | None, static: torch.Tensor,
@@ -42,10 +42,8 @@ class RD(TopKDistiller):
         mu: float = 0.1
         dynamic_samples: int = 100
         dynamic_start_epoch: int = 0
-        users: str = "all"  # all: every triple's user (reference) | unique: each batch user once
 
     def setup(self, ctx) -> None:
-        check_users_mode("rd", self.cfg.users)
         super().setup(ctx)
         self.top = teacher_topn(ctx, self.cfg.K)
         r = torch.arange(1, self.cfg.K + 1, dtype=torch.float32, device=ctx.device)
@@ -65,7 +63,7 @@ class RD(TopKDistiller):
             self.dyn_items = None
 
     def kd_loss(self, U, I, batch) -> torch.Tensor:
-        users, count = kd_users(batch, self.cfg.users)
+        users, count = kd_users(batch, "all")
         u = U[users]
         s_top = (u[:, None, :] * I[self.top[users]]).sum(-1)
         s_dyn = None
