@@ -110,7 +110,7 @@ def test_dagfm_readout_and_plus_wiring():
 
 def test_edge_init_follows_the_official_code():
     """Official Model/DAGFM.py: inner p = torch.randn(F, F, D) (standard normal, never re-initialised);
-    outer p and q xavier-normal with gain 1.414 per layer. edge_init=xavier keeps kdrec's old inner init."""
+    outer p and q xavier-normal with gain 1.414 per layer."""
     torch.manual_seed(0)
     f, d, t = 10, 10, 3
     inner = DAGInteraction(f, d, t, "inner")
@@ -120,17 +120,14 @@ def test_edge_init_follows_the_official_code():
     outer = DAGInteraction(f, d, t, "outer")
     for w in (outer.p, outer.q):
         assert abs(w.std().item() / xavier_std - 1.0) < 0.05
-    old = DAGInteraction(f, d, t, "inner", edge_init="xavier")
-    assert abs(old.p.std().item() / xavier_std - 1.0) < 0.05
-    with pytest.raises(ValueError, match="edge_init"):
-        DAGInteraction(f, d, t, "inner", edge_init="uniform")
 
 
-def test_edge_init_is_a_checked_model_option():
-    from kdrec.errors import ConfigError
+
+def test_the_removed_edge_init_option_is_refused_by_name():
+    """kdrec's earlier xavier inner init was measured not better (docs/kd_dagfm.md) and removed: a
+    config that still sets it gets one error naming the key, not a silently ignored setting."""
+    from kdrec.errors import KdrecError
 
     fm = FeatureMap("t", [FieldInfo(f"f{i}", 5) for i in range(F_)])
-    m = build_model({"name": "dagfm", "embed_dim": D_, "edge_init": "xavier"}, fm)
-    assert m.dag.p.std().item() < 0.5  # xavier: 1.414 / sqrt(F*D) = 0.41 here
-    with pytest.raises(ConfigError, match="edge_init"):
-        build_model({"name": "dagfm", "embed_dim": D_, "edge_init": "nope"}, fm)
+    with pytest.raises(KdrecError, match="edge_init"):
+        build_model({"name": "dagfm", "embed_dim": D_, "edge_init": "xavier"}, fm)

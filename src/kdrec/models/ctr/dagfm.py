@@ -21,7 +21,7 @@ from kdrec.data.spec import FeatureMap
 from kdrec.errors import ConfigError
 from kdrec.models.base import CTRModel, CTRModelConfig
 from kdrec.models.ctr.dagfm_serving import DAGFMServing
-from kdrec.models.layers.dag import EDGE_INITS, INTERACTIONS, DAGInteraction
+from kdrec.models.layers.dag import INTERACTIONS, DAGInteraction
 from kdrec.models.layers.inference_cache import InferenceCache, serving_mode
 from kdrec.models.layers.mlp import MLP
 from kdrec.models.registry import register_model
@@ -36,9 +36,6 @@ def pool(states: list[torch.Tensor]) -> torch.Tensor:
 class DAGFMConfig(CTRModelConfig):
     interaction: str = "inner"
     depth: int = 3
-    # "official": edge weights as the official DAGFM.py (inner ~ N(0, 1), outer xavier-normal);
-    # "xavier": xavier-normal for every edge type (kdrec's inner init before)
-    edge_init: str = "official"
 
 
 @register_model("dagfm")
@@ -52,11 +49,8 @@ class DAGFM(CTRModel):
                               f"not {cfg.interaction!r}")
         if cfg.depth < 1:
             raise ConfigError(f"{self.registry_name}.depth must be >= 1, not {cfg.depth}")
-        if cfg.edge_init not in EDGE_INITS:
-            raise ConfigError(f"{self.registry_name}.edge_init must be one of {EDGE_INITS}, "
-                              f"not {cfg.edge_init!r}")
         f = feature_map.num_fields
-        self.dag = DAGInteraction(f, cfg.embed_dim, cfg.depth, cfg.interaction, cfg.edge_init)
+        self.dag = DAGInteraction(f, cfg.embed_dim, cfg.depth, cfg.interaction)
         self.readout = nn.Linear(f * (cfg.depth + 1), 1)
         self._serving = InferenceCache(DAGFMServing)
 
