@@ -307,3 +307,25 @@ def test_htd_grouped_entity_level_matches_the_masked_matrices():
         g_ref, = torch.autograd.grad(ref, s)
         g_got, = torch.autograd.grad(got, s)
         assert torch.allclose(g_got, g_ref, atol=1e-5)
+
+
+def test_rd_dynamic_ranks_same_by_full_scores_or_sample_gather(monkeypatch):
+    """RD scores its dynamic samples by one product over all items or by gathering the samples'
+    embeddings, whichever is cheaper for the item count: the loss is the same either way."""
+    from types import SimpleNamespace
+
+    from kdrec.distill.topk import rd as rd_mod
+
+    torch.manual_seed(3)
+    U, I = torch.randn(5, 4), torch.randn(300, 4)
+    r = rd_mod.RD(rd_mod.RD.Config(K=3))
+    r.top = torch.randint(300, (5, 3))
+    r.static = torch.softmax(-torch.arange(1.0, 4.0), 0)[None, :]
+    r.dyn_items = torch.randint(300, (5, 10))
+    r.ctx = SimpleNamespace(task=SimpleNamespace(num_items=300))
+    batch = SimpleNamespace(users=torch.tensor([0, 1, 1, 3, 4]))
+    monkeypatch.setattr(rd_mod, "FULL_SCORES_MAX_RATIO", 10**9)  # full product
+    full = r.kd_loss(U, I, batch)
+    monkeypatch.setattr(rd_mod, "FULL_SCORES_MAX_RATIO", 0)  # sample gather
+    gathered = r.kd_loss(U, I, batch)
+    assert gathered.item() == pytest.approx(full.item(), rel=1e-6)

@@ -18,6 +18,10 @@ from kdrec.distill.base import register_distiller
 from kdrec.distill.topk.common import TopKDistiller, epoch_generator, kd_users, sample_outside, teacher_topn
 
 
+# above this many items per dynamic sample, score the samples by gathering their embeddings
+FULL_SCORES_MAX_RATIO = 20
+
+
 def rd_weights(s_top: torch.Tensor, s_dyn: torch.Tensor | None, static: torch.Tensor,
                num_items: int, mu: float) -> torch.Tensor:
     """[B, K] weights. ``s_top``: student scores of the teacher's top-K (teacher order);
@@ -68,8 +72,14 @@ class RD(TopKDistiller):
         s_top = (u[:, None, :] * I[self.top[users]]).sum(-1)
         s_dyn = None
         if self.dyn_items is not None:
-            with torch.no_grad():  # all scores of the users, then the samples (no [n, S, d] gather)
-                s_dyn = (u @ I.T).gather(1, self.dyn_items[users])
+            with torch.no_grad():
+                samples = self.dyn_items[users]
+                if I.shape[0] > FULL_SCORES_MAX_RATIO * samples.shape[1]:
+                    # many items per sample (Gowalla: 41k items, 100 samples): gather the samples'
+                    # embeddings (measured, 1,976 users, d = 6: 5.5 ms against 254 ms)
+                    s_dyn = (u[:, None, :] * I[samples]).sum(-1)
+                else:  # few items (ML-100K): one product over all items beats the [n, S, d] gather
+                    s_dyn = (u @ I.T).gather(1, samples)
         w = rd_weights(s_top.detach(), s_dyn, self.static, self.ctx.task.num_items, self.cfg.mu)
         per_user = -(w * F.logsigmoid(s_top)).sum(1)
         return (per_user * count).sum() if count is not None else per_user.sum()
