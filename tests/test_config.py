@@ -121,3 +121,18 @@ def test_declared_range_wins_over_convention():
     assert check_value("x", "num_rows", 0, int, ge(0)) == 0
     with pytest.raises(ConfigError, match="x.num_rows: 0 is out of range; allowed: >= 1"):
         check_value("x", "num_rows", 0, int, conventional_range("num_rows"))
+
+
+def test_retired_keys_load_at_their_kept_value_and_refuse_the_removed_one():
+    """Options removed after measurement (``RETIRED`` on a config class): old run directories store
+    them at the value kdrec kept and must still load; the removed value gets one clear error."""
+    from kdrec.distill.base import distiller_config
+    from kdrec.errors import ConfigError
+
+    cases = {"rd": ("users", "all", "unique"), "cd": ("sampling", "tournament", "resample"),
+             "htd": ("positive_only", True, False), "hetcomp": ("pos_rest", "half", "list")}
+    for name, (key, kept, removed) in cases.items():
+        cfg = distiller_config({"name": name, key: kept})
+        assert not hasattr(cfg, key)
+        with pytest.raises(ConfigError, match=f"{key}=.* was removed"):
+            distiller_config({"name": name, key: removed})

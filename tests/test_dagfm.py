@@ -125,9 +125,12 @@ def test_edge_init_follows_the_official_code():
 
 def test_the_removed_edge_init_option_is_refused_by_name():
     """kdrec's earlier xavier inner init was measured not better (docs/kd_dagfm.md) and removed: a
-    config that still sets it gets one error naming the key, not a silently ignored setting."""
+    config that still asks for it gets one error naming the key, not a silently ignored setting;
+    an old run's stored config with the kept value (``official``) still loads."""
     from kdrec.errors import KdrecError
 
     fm = FeatureMap("t", [FieldInfo(f"f{i}", 5) for i in range(F_)])
-    with pytest.raises(KdrecError, match="edge_init"):
+    with pytest.raises(KdrecError, match="edge_init='xavier' was removed"):
         build_model({"name": "dagfm", "embed_dim": D_, "edge_init": "xavier"}, fm)
+    old = build_model({"name": "dagfm_plus", "embed_dim": D_, "edge_init": "official"}, fm)
+    assert old.dag.p.std().item() > 0.5  # the official N(0, 1) inner edges

@@ -159,9 +159,24 @@ def _in_range(v: float, meta: dict) -> bool:
             and (("le" not in meta) or v <= meta["le"]) and (("lt" not in meta) or v < meta["lt"]))
 
 
+def drop_retired(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
+    """Keys removed from a config after measurement, declared on the class as ``RETIRED = {key:
+    (kept value, why)}``: a stored config (an old run directory, a checkpoint) that sets one to the
+    value kdrec kept still loads, the key dropped; any other value gets one error saying what was
+    removed and why."""
+    retired = getattr(cls, "RETIRED", {})
+    for k in [k for k in values if k in retired]:
+        kept, why = retired[k]
+        if values[k] != kept:
+            raise ConfigError(f"{where}: {k}={values[k]!r} was removed ({why}); only the former "
+                              f"default {k}={kept!r} remains and is now always on: drop the key")
+    return {k: v for k, v in values.items() if k not in retired}
+
+
 def build_dataclass(cls: type, values: dict[str, Any], where: str):
     """``cls(**values)`` after checking every key, type and range; errors name key, value and
     what is allowed."""
+    values = drop_retired(cls, values, where)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:

@@ -11,6 +11,7 @@ reference stays the default)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +60,8 @@ class CD(TopKDistiller):
         t1: float = 1.0  # soft-label temperature
         t2: float = 0.0  # soft-label shift
         users: str = "all"  # all: every triple's user (reference) | unique: each batch user once
+        RETIRED: ClassVar[dict] = {"sampling": ("tournament", "the per-epoch redraw was measured not "
+                                                              "better over 3 seeds, docs/topk.md Deviations")}
 
     def setup(self, ctx) -> None:
         c = self.cfg

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from omegaconf import OmegaConf
@@ -99,6 +100,9 @@ class HetComp(TopKDistiller):
         snapshot_every: int = 2
         K: int = 50
         num_pos: int = 0  # 0: the smallest train degree (the reference's pos_K)
+        RETIRED: ClassVar[dict] = {
+            "resample_pos": (False, "redrawn positives were measured not better over 3 seeds, docs/topk.md Deviations"),
+            "pos_rest": ("half", "the whole-list rest was measured not better over 3 seeds, docs/topk.md Deviations")}
         overall_factor: float = 2.0  # the reference's factor on the overall loss
         p: int = 5  # DKC period in epochs
         alpha: float = 1.05

@@ -10,6 +10,7 @@ NDCG@20 +0.0019, p 0.25, and was removed)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,8 @@ class RD(TopKDistiller):
         mu: float = 0.1
         dynamic_samples: int = 100
         dynamic_start_epoch: int = 0
+        RETIRED: ClassVar[dict] = {"users": ("all", "each-user-once was measured not better over 3 "
+                                                    "seeds, docs/topk.md Deviations")}
 
     def setup(self, ctx) -> None:
         super().setup(ctx)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -116,6 +117,8 @@ class HTD(TopKDistiller):
         T_end: float = 1e-10
         anneal_epochs: int = 50
         drop_below: float = 1e-6  # experts with a smaller Gumbel-softmax weight are not evaluated (0: all)
+        RETIRED: ClassVar[dict] = {"positive_only": (True, "every same-group pair was measured not better "
+                                                           "over 3 seeds, docs/topk.md Deviations")}
 
     def build_aux(self, ctx) -> nn.ModuleDict:
         d_s, d_t, K = ctx.student.embed_dim, ctx.teacher.embed_dim, self.cfg.num_groups

@@ -13,6 +13,7 @@ change; training, and any call with autograd on, runs ``score`` below."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -36,6 +37,8 @@ def pool(states: list[torch.Tensor]) -> torch.Tensor:
 class DAGFMConfig(CTRModelConfig):
     interaction: str = "inner"
     depth: int = 3
+    RETIRED: ClassVar[dict] = {"edge_init": ("official", "kdrec's xavier inner-edge init was not better "
+                                             "over 3 seeds, docs/kd_dagfm.md")}
 
 
 @register_model("dagfm")
