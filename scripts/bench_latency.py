@@ -19,8 +19,9 @@ moment hits both); each round is ``--b1-calls`` calls at batch 1 (the median per
 or one call at batch 4096, each model's timed calls preceded by one untimed call of that model: a
 server calls the model it serves back to back, and the first call after the other model's (a CIN
 teacher's 100 ms evicts the caches) measured the switch, not the model (CIN -> DAGFM student at
-batch 4096, 1 thread: 1.86 ms right after a teacher call, 1.29 ms in a loop of its own calls). FLOPs/sample are ``kdrec.bench.flops.count_flops`` on the eager path
-at the same batch size (what runs at that batch). Frappe presets use real Frappe_x1 test rows;
+batch 4096, 1 thread: 1.86 ms right after a teacher call, 1.29 ms in a loop of its own calls).
+FLOPs/sample are ``kdrec.bench.flops.count_flops`` on the eager path at the same batch size (what
+runs at that batch). Frappe presets use real Frappe_x1 test rows;
 Criteo/Avazu presets (raw data not shipped) use the dataset's field list with ``--vocab`` ids per
 field drawn uniformly (stated in the output). Run it idle: ``cpu-exclusive .venv/bin/python ...``.
 

@@ -100,12 +100,12 @@ class HetComp(TopKDistiller):
         snapshot_every: int = 2
         K: int = 50
         num_pos: int = 0  # 0: the smallest train degree (the reference's pos_K)
-        RETIRED: ClassVar[dict] = {
-            "resample_pos": (False, "redrawn positives were measured not better over 3 seeds, docs/topk.md Deviations"),
-            "pos_rest": ("half", "the whole-list rest was measured not better over 3 seeds, docs/topk.md Deviations")}
         overall_factor: float = 2.0  # the reference's factor on the overall loss
         p: int = 5  # DKC period in epochs
         alpha: float = 1.05
+        RETIRED: ClassVar[dict] = {
+            "resample_pos": (False, "redrawn positives were measured not better over 3 seeds, docs/topk.md Deviations"),
+            "pos_rest": ("half", "the whole-list rest was measured not better over 3 seeds, docs/topk.md Deviations")}
 
     # ---------------------------------------------------------------- teachers + trajectories
     def _train_teacher(self, spec: dict, ckpt_dir, seed: int) -> torch.Tensor:
@@ -178,9 +178,9 @@ class HetComp(TopKDistiller):
         tr = task.splits["train"]
         self.train_users, self.train_items = tr.users, tr.items
         self.indptr = task.csr["train"].indptr
-        self.counts = task.csr["train"].counts
+        counts = task.csr["train"].counts
         c = self.cfg
-        min_deg = int(self.counts[self.counts > 0].min())
+        min_deg = int(counts[counts > 0].min())
         self.num_pos = c.num_pos or min_deg
         if self.num_pos > min_deg:
             raise ConfigError(f"distiller hetcomp: num_pos {self.num_pos} exceeds the smallest train "

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from kdrec.distill.base import register_distiller
-from kdrec.distill.topk.common import TopKDistiller, epoch_generator, kd_users, sample_outside, teacher_topn
+from kdrec.distill.topk.common import TopKDistiller, epoch_generator, sample_outside, teacher_topn
 
 
 # above this many items per dynamic sample, score the samples by gathering their embeddings
@@ -70,7 +70,7 @@ class RD(TopKDistiller):
             self.dyn_items = None
 
     def kd_loss(self, U, I, batch) -> torch.Tensor:
-        users, count = kd_users(batch, "all")
+        users, count = torch.unique(batch.users, return_counts=True)  # every triple's user, repeats counted
         u = U[users]
         s_top = (u[:, None, :] * I[self.top[users]]).sum(-1)
         s_dyn = None
@@ -85,4 +85,4 @@ class RD(TopKDistiller):
                     s_dyn = (u @ I.T).gather(1, samples)
         w = rd_weights(s_top.detach(), s_dyn, self.static, self.ctx.task.num_items, self.cfg.mu)
         per_user = -(w * F.logsigmoid(s_top)).sum(1)
-        return (per_user * count).sum() if count is not None else per_user.sum()
+        return (per_user * count).sum()
