@@ -85,3 +85,19 @@ def test_pretrain_evaluate_benchmark_round_trip(cli, outputs):
 def test_evaluate_without_run_is_a_clear_error(cli):
     proc = cli("evaluate", check=False)
     assert proc.returncode != 0 and "run=<run directory>" in proc.stdout + proc.stderr
+
+
+def test_benchmark_latency_alternates_models_and_keeps_the_median():
+    from kdrec.stages.benchmark_flops import interleaved_latency
+
+    calls = []
+    figures = {"teacher": iter([5.0, 1.0, 9.0]), "student": iter([2.0, 7.0, 3.0])}
+
+    class Task:
+        def profile(self, model, latency=True):
+            calls.append(model)
+            return {"flops_per_sample": 1.0, "latency_ms_b1": next(figures[model])}
+
+    got = interleaved_latency(Task(), {"teacher": "teacher", "student": "student"}, rounds=3)
+    assert calls == ["teacher", "student"] * 3
+    assert got == {"teacher": {"latency_ms_b1": 5.0}, "student": {"latency_ms_b1": 3.0}}

@@ -136,3 +136,21 @@ def test_fibinet_bilinear_pairs():
     e = torch.randn(2, 4, 3)
     ref = [(e[:, i] @ bl.W[0]) * e[:, j] for i in range(4) for j in range(i + 1, 4)]
     torch.testing.assert_close(bl(e), torch.stack(ref, 1))
+
+
+@pytest.mark.parametrize("key", ["autoint", "autoint_plus"])
+def test_autoint_inference_in_chunks_matches_one_pass(key):
+    from kdrec.models.ctr import autoint
+
+    torch.manual_seed(0)
+    model = _tiny(key).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    n = 2 * autoint.INFERENCE_CHUNK_ROWS + 123
+    x = torch.stack([torch.randint(0, f.vocab_size, (n,)) for f in FM.fields], dim=1)
+    with torch.no_grad():
+        chunked = model(x)
+        whole = model._score(x, model.embedding(x))
+    assert chunked.shape == (n,)
+    torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-7)

@@ -1,9 +1,10 @@
 """`kdrec benchmark-flops`: per-sample FLOPs (matrix + elementwise), embedding lookups, parameters
-(embedding vs dense) and measured latency at batch 1 and 4096 for teacher and student, plus the
-student/teacher ratios, written to ``flops.json`` (and into ``run=<dir>`` when given)."""
+(embedding vs dense) and measured latency at batch 1 and 4096 for teacher and student (median of
+interleaved rounds), plus the student/teacher ratios, written to ``flops.json`` (and into ``run=<dir>`` when given)."""
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import hydra
@@ -18,6 +19,24 @@ from kdrec.runs import load_models, load_run_config
 from kdrec.runtime import prepare, run_dir, save_config, seed_everything
 from kdrec.stages.output import guarded
 from kdrec.tracking import record
+
+
+# Latency is measured in rounds that alternate the models (teacher, student, teacher, ...), each
+# round a full median-of-repeats profile of one model, and the median over rounds is kept: a slow
+# moment of a shared machine then hits both models instead of whichever was being timed (timed one
+# after the other, two runs of the same architecture differed by 28-70%).
+LATENCY_ROUNDS = 5
+
+
+def interleaved_latency(task, models: dict, rounds: int = LATENCY_ROUNDS) -> dict[str, dict[str, float]]:
+    """Median over ``rounds`` alternating rounds of every ``latency_ms*`` figure ``task.profile``
+    gives for each model."""
+    seen: dict[str, list[dict[str, float]]] = {role: [] for role in models}
+    for _ in range(rounds):
+        for role, model in models.items():
+            prof = task.profile(model, latency=True)
+            seen[role].append({k: v for k, v in prof.items() if k.startswith("latency_ms")})
+    return {role: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for role, rs in seen.items()}
 
 
 def print_flops_table(result: dict) -> None:
@@ -66,7 +85,10 @@ def run(cfg: DictConfig) -> dict:
     names = {"teacher": run_cfg.teacher.name, "student": run_cfg.student.name}
     result: dict = {"device": device.type, "dataset": run_cfg.dataset.name}
     for role, model in models.items():
-        result[role] = {"model": names[role], **task.profile(model, latency=True)}
+        result[role] = {"model": names[role], **task.profile(model, latency=False)}
+    for role, ms in interleaved_latency(task, models).items():
+        result[role].update(ms)
+    result["latency_rounds"] = LATENCY_ROUNDS
     if "teacher" in result and "student" in result:
         result["ratios"] = ratios(result["student"], result["teacher"])
     out = run_dir(cfg)
