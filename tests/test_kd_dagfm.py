@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from kdrec.config import train_config
 from kdrec.distill.base import DistillContext, build_distiller
 from kdrec.errors import ConfigError
 from kdrec.train.loop import fit
@@ -127,7 +128,25 @@ def test_finetune_can_be_switched_off_and_overrides_pass_through(work):
     ctx = DistillContext(student, teacher, task, torch.device("cpu"), None, 0)
     d.setup(ctx)
     phases = d.phases(ctx)
-    assert [p.name for p in phases] == ["distill"] and phases[0].overrides == {"lr": 0.01}
+    assert [p.name for p in phases] == ["distill"]
+    assert phases[0].overrides == {"patience": 15, "lr_plateau_patience": 1000, "lr": 0.01}
+
+
+def test_distill_phase_stops_as_the_official_code(work):
+    """Ethan-TZ/DAGFM train.py: 15 epochs without a validation gain, the learning rate never cut;
+    fine-tuning keeps the student's trainer settings (here the preset's patience 5, lr cuts)."""
+    cfg = work(["experiment=frappe_cin_dagfm", *TINY_DATA, *TINY_TEACHER["cin"]])
+    task, teacher, student = _pieces(cfg)
+    d = build_distiller(cfg.distiller)
+    ctx = DistillContext(student, teacher, task, torch.device("cpu"), None, 0)
+    d.setup(ctx)
+    distill, finetune = d.phases(ctx)
+    base = train_config(cfg, cfg.student)
+    dcfg, fcfg = base.with_overrides(distill.overrides), base.with_overrides(finetune.overrides)
+    assert (dcfg.patience, dcfg.lr_plateau_patience) == (15, 1000)
+    assert dcfg.lr_plateau_patience >= dcfg.patience  # no lr cut can happen before the stop
+    assert fcfg == base and base.patience != 15
+    assert build_distiller({"name": "kd_dagfm_plus"}).cfg.distill_overrides == {"patience": 15, "lr_plateau_patience": 1000}
 
 
 def test_config_errors(work):

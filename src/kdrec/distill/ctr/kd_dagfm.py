@@ -9,7 +9,8 @@
    official on-line ones);
 3. ``finetune``: BCE alone with every student parameter, embeddings included, trainable.
 
-Both phases early-stop on validation AUC and keep their best epoch. The table is copied rather
+Both phases early-stop on validation AUC and keep their best epoch; phase 2 by default as the
+official code (15 epochs without gain, no lr cuts), phase 3 under the student's trainer settings. The table is copied rather
 than shared so that fine-tuning never alters the cached teacher object (whose logits, metrics and
 FLOPs the stage still reports); at the start of phase 2 the two tables are identical, as in the
 official code where they are one module.
@@ -35,7 +36,8 @@ class KDDAGFM(Distiller):
         alpha: float = 0.1  # weight of the BCE term in the distillation phase
         beta: float = 921.6  # weight of the mean squared logit error in the distillation phase
         finetune: bool = True  # run phase 3 (BCE, embeddings unfrozen)
-        distill_overrides: dict = field(default_factory=dict)  # trainer keys for phase 2 only
+        # trainer keys for phase 2 only; by default the official code's stopping (patience 15, no lr cuts)
+        distill_overrides: dict = field(default_factory=lambda: {"patience": 15, "lr_plateau_patience": 1000})
         finetune_overrides: dict = field(default_factory=dict)  # trainer keys for phase 3 only
 
     def setup(self, ctx: DistillContext) -> None:
