@@ -52,6 +52,7 @@ rok-table: install ## ROK table on Frappe_x1 and MovieLens-100K (3 seeds; resume
 topk-table: install ## top-K distillation tables on MovieLens-100K and Gowalla (3 seeds; resumes from results/)
 	$(KDREC) table topk_ml100k --workers $(WORKERS) $(ARGS)
 	$(KDREC) table topk_gowalla --workers $(WORKERS) $(ARGS)
+	$(KDREC) table topk_gowalla_lightgcn --workers $(WORKERS) $(ARGS)
 
 clean: ## remove outputs (not the venv)
 	rm -rf outputs multirun
@@ -61,5 +62,6 @@ docs-tables: install ## write the tables in docs/ from the committed results/ (n
 	$(KDREC) table rok --from-results --latency skip --docs docs/rok.md
 	$(KDREC) table topk_ml100k --from-results --latency skip --docs docs/topk.md
 	$(KDREC) table topk_gowalla --from-results --latency skip --docs docs/topk.md
+	$(KDREC) table topk_gowalla_lightgcn --from-results --latency skip --docs docs/topk.md
 
 .PHONY: help install run smoke test test-slow bench table kd-dagfm-table rok-table topk-table docs-tables clean
