@@ -10,10 +10,10 @@
 3. ``finetune``: BCE alone with every student parameter, embeddings included, trainable.
 
 Both phases early-stop on validation AUC and keep their best epoch; phase 2 by default as the
-official code (15 epochs without gain, no lr cuts), phase 3 under the student's trainer settings. The table is copied rather
-than shared so that fine-tuning never alters the cached teacher object (whose logits, metrics and
-FLOPs the stage still reports); at the start of phase 2 the two tables are identical, as in the
-official code where they are one module.
+official code (15 epochs without gain, no lr cuts), phase 3 under the student's trainer settings.
+The table is copied rather than shared so that fine-tuning never alters the cached teacher object
+(whose logits, metrics and FLOPs the stage still reports); at the start of phase 2 the two tables
+are identical, as in the official code where they are one module.
 """
 
 from __future__ import annotations
