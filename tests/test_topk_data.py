@@ -163,3 +163,39 @@ def test_redraw_rejected_equals_the_plain_rejection_loop():
             assert not bad(rows, got).any()
         if rounds == 1:
             assert bad(rows, got).any()  # the case is not trivial: one round leaves rejects
+
+
+def test_several_negatives_per_positive():
+    """``negatives: K``: neg [B, K], none a train item of its user, drawn reproducibly, and the
+    BPR loss is the mean over the K pairs of each positive (hand-computed below)."""
+    from kdrec.tasks.topk import TopKBatch, TopKTask
+
+    d = load_dataset({"name": "synthetic_topk", "num_users": 200, "num_items": 150}, DataPaths(Path("."), Path(".")))
+    task = TopKTask(d, torch.device("cpu"), 256)
+    batches = list(task.train_batches(torch.Generator().manual_seed(3), 256, 7))
+    again = list(task.train_batches(torch.Generator().manual_seed(3), 256, 7))
+    assert all(b.neg.shape == (len(b), 7) for b in batches)
+    assert all(torch.equal(a.neg, b.neg) for a, b in zip(batches, again))
+    for b in batches:
+        assert not task.is_train_pair(b.users[:, None].expand_as(b.neg), b.neg).any()
+    # the negatives spread over the items (not one draw repeated K times)
+    assert torch.cat([b.neg.flatten() for b in batches]).unique().numel() > 100
+
+    U = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    I = torch.tensor([[1.0, 1.0], [0.5, 0.0], [0.0, -1.0]])
+    b = TopKBatch(torch.tensor([0, 1]), torch.tensor([0, 0]), torch.tensor([[1, 2], [1, 1]]))
+    # user 0: pos 1, negs 0.5 and 0; user 1: pos 2, negs 0 and 0
+    ls = torch.nn.functional.logsigmoid
+    want = -(ls(torch.tensor(0.5)) + ls(torch.tensor(1.0)) + 2 * ls(torch.tensor(2.0))) / 4
+    assert torch.allclose(TopKTask.bpr(U, I, b), want)
+    # K = 1 given as [B, 1] is the one-negative loss
+    b1 = TopKBatch(b.users, b.pos, b.neg[:, :1])
+    assert torch.allclose(TopKTask.bpr(U, I, b1), TopKTask.bpr(U, I, TopKBatch(b.users, b.pos, b.neg[:, 0])))
+
+
+def test_ctr_task_refuses_several_negatives():
+    from kdrec.errors import ConfigError
+    from kdrec.tasks.ctr import CTRTask
+
+    with pytest.raises(ConfigError, match="trainer.negatives"):
+        next(CTRTask.train_batches(None, torch.Generator(), 8, 4))

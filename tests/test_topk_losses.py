@@ -329,3 +329,32 @@ def test_rd_dynamic_ranks_same_by_full_scores_or_sample_gather(monkeypatch):
     monkeypatch.setattr(rd_mod, "FULL_SCORES_MAX_RATIO", 0)  # sample gather
     gathered = r.kd_loss(U, I, batch)
     assert gathered.item() == pytest.approx(full.item(), rel=1e-6)
+
+
+def test_hetcomp_teacher_train_block_overrides_teacher_train(monkeypatch):
+    """A teacher spec's own ``train:`` block (Gowalla: MF and LightGCN need different recipes) is
+    merged over ``teacher_train`` for that teacher only, not dropped."""
+    from types import SimpleNamespace
+
+    import kdrec.train.loop as loop
+    from kdrec.data.interactions import TopKFeatureMap
+    from kdrec.distill.topk.hetcomp import HetComp
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_fit(phase, task, cfg, **kw):
+        seen.append(cfg)
+        raise Stop
+
+    monkeypatch.setattr(loop, "fit", fake_fit)
+    fm = TopKFeatureMap("t", 3, 4, torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]))
+    h = HetComp(HetComp.Config(teacher_train={"epochs": 7, "lr": 5e-3}))
+    h.ctx = SimpleNamespace(task=SimpleNamespace(feature_map=fm, device=torch.device("cpu")))
+    for spec in ({"name": "mf", "embed_dim": 4, "train": {"lr": 1e-3, "batch_size": 64}}, {"name": "mf", "embed_dim": 4}):
+        with pytest.raises(Stop):
+            h._train_teacher(spec, None, 0)
+    assert (seen[0].epochs, seen[0].lr, seen[0].batch_size) == (7, 1e-3, 64)
+    assert (seen[1].epochs, seen[1].lr) == (7, 5e-3)

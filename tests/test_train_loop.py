@@ -128,3 +128,30 @@ def test_relative_min_delta_stops_on_negligible_gains():
     assert not _better(0.8001, 0.8, "max", 1e-3, rel=True)  # 0.0001 < 0.001 x 0.8
     assert _better(0.81, 0.8, "max", 1e-3, rel=True)
     assert _better(0.59, 0.6, "min", 1e-3, rel=True) and not _better(0.5999, 0.6, "min", 1e-3, rel=True)
+
+
+def test_foreach_adam_updates_as_the_default_bit_for_bit():
+    """The loop's ``foreach`` Adam (3x faster on CPU) must not move any committed result: the same
+    parameters as torch's one-tensor-at-a-time default, with decayed and undecayed groups."""
+    torch.manual_seed(0)
+    init = [torch.randn(300, 16) * 1e-2, torch.randn(200, 16), torch.randn(16)]
+    grads = [[torch.randn_like(p) * 1e-3 for p in init] for _ in range(30)]
+
+    def run(**kw):
+        ps = [torch.nn.Parameter(p.clone()) for p in init]
+        opt = torch.optim.Adam([{"params": ps[:2], "weight_decay": 1e-8}, {"params": ps[2:], "weight_decay": 0.0}],
+                               lr=1e-3, **kw)
+        for g in grads:
+            for p, gg in zip(ps, g):
+                p.grad = gg.clone()
+            opt.step()
+        return ps
+
+    assert all(torch.equal(a, b) for a, b in zip(run(), run(foreach=True)))
+
+
+def test_added_trainer_keys_stay_out_of_signatures_at_their_old_behaviour():
+    from kdrec.train.config import TrainConfig
+
+    assert "negatives" not in TrainConfig().identity() and TrainConfig().identity()["progress"] is None
+    assert TrainConfig(negatives=300).identity()["negatives"] == 300

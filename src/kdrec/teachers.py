@@ -30,7 +30,7 @@ log = logging.getLogger("kdrec")
 
 def teacher_signature(cfg: DictConfig, data) -> str:
     return signature(cfg.dataset, getattr(data, "signature", ""), cfg.teacher,
-                     train_config(cfg, cfg.teacher).__dict__ | {"progress": None}, cfg.teacher_seed)
+                     train_config(cfg, cfg.teacher).identity(), cfg.teacher_seed)
 
 
 def teacher_dir(cfg: DictConfig, data) -> Path:

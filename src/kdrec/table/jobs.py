@@ -90,7 +90,7 @@ def teacher_key(stage: str, cfg: DictConfig) -> str | None:
 
     if stage == "distill" and not get_distiller_class(cfg.distiller.name).needs_teacher:
         return None
-    return signature(cfg.dataset, cfg.teacher, train_config(cfg, cfg.teacher).__dict__ | {"progress": None},
+    return signature(cfg.dataset, cfg.teacher, train_config(cfg, cfg.teacher).identity(),
                      cfg.teacher_seed)
 
 

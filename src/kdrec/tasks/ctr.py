@@ -12,7 +12,7 @@ from torch import nn
 
 from kdrec.cache import cached_torch
 from kdrec.data.spec import CTRDataset
-from kdrec.errors import DataError
+from kdrec.errors import ConfigError, DataError
 from kdrec.eval.metrics import ctr_metrics
 from kdrec.tasks.registry import register_task
 
@@ -69,7 +69,11 @@ class CTRTask:
     def num_rows(self, split: str = "train") -> int:
         return len(self.splits[split])
 
-    def train_batches(self, generator: torch.Generator, batch_size: int | None = None) -> Iterator[CTRBatch]:
+    def train_batches(self, generator: torch.Generator, batch_size: int | None = None,
+                      negatives: int = 1) -> Iterator[CTRBatch]:
+        if negatives != 1:
+            raise ConfigError(f"trainer.negatives: {negatives}, but a CTR task trains on its labelled "
+                              "rows (negatives are for top-K tasks)")
         split = self.splits["train"]
         bs = batch_size or self.batch_size
         perm = torch.randperm(len(split), generator=generator).to(self.device)

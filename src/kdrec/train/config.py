@@ -10,6 +10,9 @@ from kdrec.schema import between, build_dataclass, ge, one_of
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # autocast dtype (None: autocast off)
 
 
+_ADDED_LATER = {"negatives": 1}
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings (conf/trainer/*.yaml). A model yaml's ``train:`` block or a distiller
@@ -18,6 +21,9 @@ class TrainConfig:
 
     epochs: int = field(default=100, metadata=ge(1))
     batch_size: int = field(default=4096, metadata=ge(1))
+    # top-K: sampled negatives per positive, the BPR loss averaged over them (BARS' MF-BPR: 300);
+    # CTR tasks take 1 only
+    negatives: int = field(default=1, metadata=ge(1))
     eval_batch_size: int = field(default=65536, metadata=ge(1))
     lr: float = field(default=1e-3, metadata=between(0, 10, lo_open=True))
     weight_decay: float = field(default=0.0, metadata=ge(0))  # on dense (non-embedding) parameters
@@ -41,6 +47,16 @@ class TrainConfig:
     # stay fp32). 3x faster MLPs on CPUs with AVX512-BF16/AMX and on GPUs; check AUC against fp32.
     precision: str = field(default="fp32", metadata=one_of(*PRECISIONS))
     progress: bool = True  # a progress bar with ETA on a terminal (one log line per epoch always)
+
+    def identity(self) -> dict:
+        """The settings that decide what is learned (for signatures): without ``progress``, and
+        without fields added after results were committed while they hold their old behaviour,
+        so those results and cached teachers keep their identity."""
+        d = self.__dict__ | {"progress": None}
+        for k, old in _ADDED_LATER.items():
+            if d[k] == old:
+                d.pop(k)
+        return d
 
     @classmethod
     def from_cfg(cls, *layers) -> "TrainConfig":

@@ -106,7 +106,10 @@ def fit(phase: Phase, task, cfg: TrainConfig, *, ckpt_dir: Path, seed: int,
     ckpt_dir = Path(ckpt_dir)
     last_path = ckpt_dir / f"{phase.name}_last.pt"
     best_path = ckpt_dir / f"{phase.name}_best.pt"
-    opt = torch.optim.Adam(_param_groups(phase, cfg), lr=cfg.lr)
+    # foreach: the same updates bit for bit as torch's CPU default (one tensor at a time), 3x faster
+    # (Gowalla MF-64 tables: 8.5 vs 25 ms a step, 1 thread); `fused` is faster still but rounds
+    # differently, which would change every committed result
+    opt = torch.optim.Adam(_param_groups(phase, cfg), lr=cfg.lr, foreach=True)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, mode=task.monitor_mode, factor=cfg.lr_plateau_factor,
         patience=cfg.lr_plateau_patience, min_lr=cfg.min_lr,  # the same notion of improvement as early stopping
@@ -152,7 +155,7 @@ def fit(phase: Phase, task, cfg: TrainConfig, *, ckpt_dir: Path, seed: int,
             bar = progress.add_task(f"{phase.name} epoch {epoch + 1}/{cfg.epochs}", total=n_batches, info="")
             t0 = time.perf_counter()
             loss_sum = torch.zeros((), device=task.device)
-            for i, batch in enumerate(task.train_batches(gen, cfg.batch_size)):
+            for i, batch in enumerate(task.train_batches(gen, cfg.batch_size, cfg.negatives)):
                 if world > 1:
                     batch = ddp.shard_batch(batch, rank, world)
                 with autocast:

@@ -82,8 +82,8 @@ class KnowledgeTask:
     def num_rows(self, split: str = "train") -> int:
         return self.task.num_rows(split)
 
-    def train_batches(self, generator, batch_size=None):
-        return self.task.train_batches(generator, batch_size)
+    def train_batches(self, generator, batch_size=None, negatives=1):
+        return self.task.train_batches(generator, batch_size, negatives)
 
     @torch.no_grad()
     def evaluate(self, kb, split: str) -> dict[str, float]:

@@ -37,7 +37,7 @@ class DEMixin:
         u = torch.unique(batch.users)
         # unique positives and unique negatives, each weighted 0.5: one pass over their union,
         # an item in both sets weighted 1 (same sum as two passes, fewer expert evaluations)
-        items = torch.cat([torch.unique(batch.pos), torch.unique(batch.neg)])
+        items = torch.cat([torch.unique(batch.pos), torch.unique(batch.neg.flatten())])
         i, count = torch.unique(items, return_counts=True)
         lu = aux["de_user"].loss(U[u], self.T_user[u], T)
         li = aux["de_item"].loss(I[i], self.T_item[i], T, weight=0.5 * count.to(I.dtype))

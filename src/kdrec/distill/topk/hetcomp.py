@@ -113,7 +113,7 @@ class HetComp(TopKDistiller):
 
         task = self.ctx.task
         spec = dict(spec)
-        spec.pop("train", None)
+        own_train = spec.pop("train", None) or {}  # this teacher's settings over teacher_train
         model = build_model(spec, task.feature_map, where="hetcomp teacher").to(task.device)
         snaps: dict[int, torch.Tensor] = {}
         every = self.cfg.snapshot_every
@@ -126,7 +126,7 @@ class HetComp(TopKDistiller):
             return task.task_loss(model, batch)
 
         phase = Phase("train", loss, unique_params(model.parameters()), [model], on_epoch_end=on_end)
-        tc = TrainConfig.from_cfg({"progress": False}, self.cfg.teacher_train)
+        tc = TrainConfig.from_cfg({"progress": False}, self.cfg.teacher_train, own_train)
         torch.manual_seed(seed)
         res = fit(phase, task, tc, ckpt_dir=ckpt_dir, seed=seed, save_modules={"model": model})
         final = task.topn(model, self.cfg.K).cpu()  # best weights are loaded at return

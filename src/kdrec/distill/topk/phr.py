@@ -43,6 +43,6 @@ class PHR(TopKDistiller):
 
     def kd_loss(self, U, I, batch) -> torch.Tensor:
         u = torch.unique(batch.users)
-        i = torch.unique(torch.cat([batch.pos, batch.neg]))
+        i = torch.unique(torch.cat([batch.pos, batch.neg.flatten()]))
         return (self._aux["phr_user"].loss(U[u], self.T_user[u])
                 + 0.5 * self._aux["phr_item"].loss(I[i], self.T_item[i]))

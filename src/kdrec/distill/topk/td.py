@@ -100,7 +100,7 @@ class FTD(TopKDistiller):
 
     def kd_loss(self, U, I, batch) -> torch.Tensor:
         u = torch.unique(batch.users)
-        i = torch.unique(torch.cat([batch.pos, batch.neg]))
+        i = torch.unique(torch.cat([batch.pos, batch.neg.flatten()]))
         s = torch.cat([U[u], I[i]])
         t = torch.cat([self.T_user[u], self.T_item[i]])
         return full_topology_loss(s, t)
@@ -133,7 +133,7 @@ class HTD(TopKDistiller):
     def kd_loss(self, U, I, batch) -> torch.Tensor:
         aux, K, T = self._aux, self.cfg.num_groups, self.temperature
         u = torch.unique(batch.users)
-        i = torch.unique(torch.cat([batch.pos, batch.neg]))
+        i = torch.unique(torch.cat([batch.pos, batch.neg.flatten()]))
         tu, ti = self.T_user[u], self.T_item[i]
         ga = aux["ga_user"].loss(U[u], tu, T) + aux["ga_item"].loss(I[i], ti, T)
         with torch.no_grad():  # groups: the selection network's argmax (items offset by K)
