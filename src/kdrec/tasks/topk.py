@@ -4,8 +4,8 @@ An epoch draws as many (user, positive) pairs as there are train interactions: w
 ``sampling: interaction`` (default) every train interaction once in a seeded random order; with
 ``sampling: user`` (LightGCN's and freerec's sampler) a uniform user with train items, then one of
 its train items, each draw independent. Each pair gets one negative (``trainer.negatives``: that
-many) drawn uniformly from the items the user has not interacted with in train (rejection sampling, vectorized: a few rounds over the
-rejected rows, all at once).
+many) drawn uniformly from the items the user has not interacted with in train (rejection
+sampling, vectorized: a few rounds over the rejected rows, all at once).
 """
 
 from __future__ import annotations
