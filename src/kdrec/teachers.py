@@ -2,7 +2,14 @@
 teacher config, its training settings, ``teacher_seed``) and stored under
 ``<paths.teachers>/<dataset>/<teacher>-<signature>/``; ``distill`` finds it there, never through
 a hand-passed path. Concurrent runs with the same signature train it once: the others wait on
-the entry's lock and load what it wrote (:mod:`kdrec.cache`)."""
+the entry's lock and load what it wrote (:mod:`kdrec.cache`).
+
+A missing entry is first looked up in ``paths.teacher_store`` (default ``results/teachers``, same
+layout, read only): the committed checkpoints of teachers that take an hour or more to train (the
+Gowalla ones), so that a table resumed on a new machine does not train them again. The store's
+files are copied into the cache, never trained into or written by kdrec; a checkpoint enters it by
+copying a complete cache entry there (``checkpoint.pt``, ``metrics.json``, ``config.yaml``,
+``.complete``)."""
 
 from __future__ import annotations
 
@@ -51,6 +58,18 @@ def train_plain(model, task, cfg: DictConfig, model_cfg: DictConfig, ckpt_dir: P
                save_modules={"model": model}, resume=resume, console=console, loggers=loggers)
 
 
+STORE_FILES = ("checkpoint.pt", "metrics.json", "config.yaml")
+
+
+def stored_teacher(cfg: DictConfig, tdir: Path) -> Path | None:
+    """The complete store entry with ``tdir``'s dataset and signature, if there is one."""
+    store = cfg.paths.get("teacher_store")
+    if not store:
+        return None
+    entry = Path(store) / tdir.parent.name / tdir.name
+    return entry if is_complete(entry) and all((entry / f).is_file() for f in STORE_FILES) else None
+
+
 @dataclass
 class Teacher:
     model: torch.nn.Module
@@ -68,17 +87,25 @@ def _load(cfg: DictConfig, task, tdir: Path) -> tuple[torch.nn.Module, dict]:
 
 def get_teacher(cfg: DictConfig, data, task, train_if_missing: bool = True, console=None,
                 loggers: tuple[EpochLogger, ...] = ()) -> Teacher:
-    """The teacher for this config: loaded from its signature directory, or pretrained there
-    first (interrupted pretraining resumes from ``<paths.work>/teacher-<signature>``)."""
+    """The teacher for this config: loaded from its signature directory, filled from the teacher
+    store or else pretrained there first (interrupted pretraining resumes from
+    ``<paths.work>/teacher-<signature>``)."""
     tdir = teacher_dir(cfg, data)
     trained = False
     if not is_complete(tdir):
-        if not train_if_missing:
-            raise KdrecError(f"no pretrained teacher for this config at {tdir}; run `kdrec pretrain-teacher` "
-                             "with the same dataset/teacher/trainer overrides")
+        if not train_if_missing and stored_teacher(cfg, tdir) is None:
+            raise KdrecError(f"no pretrained teacher for this config at {tdir} (nor in the teacher store "
+                             f"{cfg.paths.get('teacher_store')}); run `kdrec pretrain-teacher` with the same "
+                             "dataset/teacher/trainer overrides")
 
         def build(tmp: Path) -> None:
             nonlocal trained
+            stored = stored_teacher(cfg, tdir)
+            if stored is not None:
+                log.info("teacher %s: copying the stored checkpoint %s", cfg.teacher.name, stored)
+                for name in STORE_FILES:
+                    shutil.copyfile(stored / name, tmp / name)
+                return
             log.info("teacher %s: no cached checkpoint for signature %s, pretraining it first into %s",
                      cfg.teacher.name, tdir.name, tdir)
             work = Path(cfg.paths.work) / f"teacher-{tdir.name}"
