@@ -14,10 +14,12 @@ measured in this process (nothing hard-coded).
     .venv/bin/python scripts/bench_topk.py distill --experiment topk_ml100k --threads 1 --epochs 2 \
         --distillers de de_rrd htd --kd-overrides T_start=1e-4
 
-Models are freshly initialised from the preset's yamls (cost does not depend on trained weights);
-the distill bench's teacher is random too and its caches live in a temporary directory, except
-HetComp's teacher trajectories (cached under ``--outputs``, as a real run caches them; the first
-run pays for training them and says so). Hydra overrides go after ``--``.
+Models are freshly initialised from the preset's yamls. The distill bench's teacher is random
+too unless ``--teacher-dir`` names a trained one: HTD's group sizes, and so its cost, depend on
+the teacher (a fresh MF teacher's N(0, 1e-4) rows put every entity in one group). Its caches live
+in a temporary directory, except HetComp's teacher trajectories (cached under ``--outputs``, as a
+real run caches them; the first run pays for training them and says so). Hydra overrides go
+after ``--``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
+from kdrec.artifacts import torch_load
 from kdrec.config import config_dir, train_config
 from kdrec.data.registry import DataPaths, load_dataset
 from kdrec.distill.base import DistillContext, Phase, build_distiller, unique_params
@@ -121,6 +124,8 @@ def bench_distill(a, cfg_base) -> list[dict]:
         task = make_task(cfg, tc.batch_size)
         torch.manual_seed(0)
         teacher = build_model(cfg.teacher, task.feature_map, where="teacher").eval()
+        if a.teacher_dir:  # a trained teacher: HTD's groups, RRD's top-N depend on its weights
+            teacher.load_state_dict(torch_load(Path(a.teacher_dir) / "checkpoint.pt")["state_dict"])
         for p in teacher.parameters():
             p.requires_grad_(False)
         distiller = build_distiller(cfg.distiller)
@@ -178,6 +183,9 @@ def main() -> None:
     ap.add_argument("--kd-overrides", nargs="*", default=[],
                     help="distill bench: KEY=VALUE set on every distiller but none (e.g. T_start=1e-4: "
                          "DE/HTD past their Gumbel-softmax annealing)")
+    ap.add_argument("--teacher-dir", default="",
+                    help="distill: load the teacher from this cache entry (outputs/teachers/<data>/<name>-<sig>) "
+                         "instead of fresh weights")
     ap.add_argument("--outputs", default="outputs")
     ap.add_argument("--json", default="", help="append the result rows to this JSON-lines file")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides (after --)")
