@@ -7,9 +7,9 @@ the entry's lock and load what it wrote (:mod:`kdrec.cache`).
 A missing entry is first looked up in ``paths.teacher_store`` (default ``results/teachers``, same
 layout, read only): the committed checkpoints of teachers that take an hour or more to train (the
 Gowalla ones), so that a table resumed on a new machine does not train them again. The store's
-files are copied into the cache, never trained into or written by kdrec; a checkpoint enters it by
-copying a complete cache entry there (``checkpoint.pt``, ``metrics.json``, ``config.yaml``,
-``.complete``)."""
+files are copied into the cache, never trained into; a checkpoint enters it as a copy of a
+complete cache entry (``checkpoint.pt``, ``metrics.json``, ``config.yaml``, ``.complete``), made by
+:func:`store_teacher` (``kdrec table`` does it for tables with ``store_teachers: true``)."""
 
 from __future__ import annotations
 
@@ -70,6 +70,20 @@ def stored_teacher(cfg: DictConfig, tdir: Path) -> Path | None:
     return entry if is_complete(entry) and all((entry / f).is_file() for f in STORE_FILES) else None
 
 
+def store_teacher(tdir: Path, store: Path) -> Path:
+    """Copy the complete cache entry ``tdir`` into ``store`` (its checkpoint, metrics and config;
+    not its ``cache/``), atomically; an entry already there is kept."""
+    if not is_complete(tdir):
+        raise KdrecError(f"teacher {tdir} is not a complete cache entry: nothing to store")
+    return cached_dir(Path(store) / tdir.parent.name / tdir.name, lambda tmp: _copy_entry(tdir, tmp),
+                      what=f"teacher store entry {tdir.name}")
+
+
+def _copy_entry(src: Path, dst: Path) -> None:
+    for name in STORE_FILES:
+        shutil.copyfile(src / name, dst / name)
+
+
 @dataclass
 class Teacher:
     model: torch.nn.Module
@@ -103,8 +117,7 @@ def get_teacher(cfg: DictConfig, data, task, train_if_missing: bool = True, cons
             stored = stored_teacher(cfg, tdir)
             if stored is not None:
                 log.info("teacher %s: copying the stored checkpoint %s", cfg.teacher.name, stored)
-                for name in STORE_FILES:
-                    shutil.copyfile(stored / name, tmp / name)
+                _copy_entry(stored, tmp)
                 return
             log.info("teacher %s: no cached checkpoint for signature %s, pretraining it first into %s",
                      cfg.teacher.name, tdir.name, tdir)

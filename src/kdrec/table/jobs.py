@@ -51,6 +51,7 @@ class Plan:
     extra: list[str]
     outputs: Path  # this table's folder under the outputs tree
     results: Path  # results/<table>/
+    teacher_store: Path | None = None  # paths.teacher_store (the table's store_teachers copies there)
 
 
 @contextmanager
@@ -125,17 +126,18 @@ def plan(spec: TableSpec, extra: list[str], seeds: list[int] | None = None,
     check_extra(extra)
     seeds = list(seeds or spec.cfg.seeds)
     selected = select_rows(spec, rows)
-    jobs, outputs, results = [], None, None
+    jobs, outputs, results, store = [], None, None, None
     with composer() as compose:
         for row in selected:
             cfg = compose_row(compose, spec, row, extra)
             if outputs is None:
                 outputs = Path(cfg.paths.root) / "tables" / spec.name
                 results = Path(cfg.paths.results) / spec.name
+                store = Path(cfg.paths.teacher_store) if cfg.paths.get("teacher_store") else None
             for seed in seeds:
                 OmegaConf.update(cfg, "seed", int(seed))
                 sig = job_signature(row.stage, cfg)
                 jobs.append(Job(spec.name, row, int(seed), (*row.overrides, *extra), sig,
                                 teacher_key(row.stage, cfg), outputs / row.id / f"seed{seed}-{sig}",
                                 results / row.id / f"seed{seed}-{sig}.json"))
-    return Plan(spec, jobs, seeds, list(extra), outputs, results)
+    return Plan(spec, jobs, seeds, list(extra), outputs, results, store)

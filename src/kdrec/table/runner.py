@@ -20,6 +20,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from kdrec.errors import KdrecError
 from kdrec.table import results
 from kdrec.table.jobs import Job, Plan
 
@@ -157,6 +158,16 @@ def tail(log: Path, n: int = TAIL_LINES) -> str:
     return b"".join(lines).decode("utf-8", "replace").rstrip()
 
 
+def store_teacher(job: Job, store: Path) -> Path:
+    """Copy the teacher a finished pretrain-teacher job used into the teacher store."""
+    from kdrec.teachers import store_teacher as copy_entry
+
+    tdir = results.read_json(job.run_dir / "metrics.json", "metrics file").get("teacher_dir")
+    if not tdir:
+        raise KdrecError(f"{job.run_dir / 'metrics.json'} names no teacher_dir to store")
+    return copy_entry(Path(tdir), store)
+
+
 def job_overrides(job: Job, threads: int) -> list[str]:
     # defaults first: a user's own device.threads or trainer.progress among the overrides wins
     return [f"device.threads={threads}", "trainer.progress=false", "resume=true", *job.overrides,
@@ -210,7 +221,11 @@ def run_jobs(plan: Plan, workers: int, threads: int, say) -> Outcome:
             secs = time.time() - t0
             ok = rc == 0 and (job.run_dir / "metrics.json").is_file()
             if ok:
-                results.save(job.result_path, results.from_run(job, seconds=round(secs, 1)))
+                record = results.from_run(job, seconds=round(secs, 1))
+                if plan.spec.cfg.store_teachers and job.stage == "pretrain-teacher" and plan.teacher_store:
+                    entry = store_teacher(job, plan.teacher_store)
+                    say(f"  teacher stored: {entry} (commit it with the results)")
+                results.save(job.result_path, record)
         finally:
             claim.release()
         with lock:

@@ -88,6 +88,9 @@ class TableConfig:
     claim: dict | None = None
     latency_threads: int = field(default=1, metadata=ge(1))
     notes: str = ""
+    # copy each teacher a teacher row trains into paths.teacher_store, to be committed with the
+    # results: for teachers that take an hour or more (a table resumed elsewhere copies, not trains)
+    store_teachers: bool = False
 
 
 @dataclass(frozen=True)
