@@ -307,6 +307,9 @@ def test_htd_grouped_entity_level_matches_the_masked_matrices():
         g_ref, = torch.autograd.grad(ref, s)
         g_got, = torch.autograd.grad(got, s)
         assert torch.allclose(g_got, g_ref, atol=1e-5)
+    # the hand-written backward against finite differences
+    s64 = s.detach()[:20].double().requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: within_group_topology(x, t[:20].double(), group[:20], G), (s64,))
 
 
 def test_rd_dynamic_ranks_same_by_full_scores_or_sample_gather(monkeypatch):
