@@ -27,7 +27,7 @@ def test_stored_teacher_is_copied_not_trained(tmp_path, compose_cfg, monkeypatch
     store = tmp_path / "store"
     first = _teacher(compose_cfg, tmp_path / "a", store)
     assert first.trained_now
-    entry = teachers.store_teacher(first.dir, store)
+    entry = teachers.store_teacher(str(first.dir), str(store))  # as the README's one-liner calls it
     assert entry == store / first.dir.parent.name / first.dir.name
     assert sorted(p.name for p in entry.iterdir()) == sorted([*teachers.STORE_FILES, ".complete"])
 

@@ -70,9 +70,10 @@ def stored_teacher(cfg: DictConfig, tdir: Path) -> Path | None:
     return entry if is_complete(entry) and all((entry / f).is_file() for f in STORE_FILES) else None
 
 
-def store_teacher(tdir: Path, store: Path) -> Path:
+def store_teacher(tdir: Path | str, store: Path | str) -> Path:
     """Copy the complete cache entry ``tdir`` into ``store`` (its checkpoint, metrics and config;
     not its ``cache/``), atomically; an entry already there is kept."""
+    tdir = Path(tdir)
     if not is_complete(tdir):
         raise KdrecError(f"teacher {tdir} is not a complete cache entry: nothing to store")
     return cached_dir(Path(store) / tdir.parent.name / tdir.name, lambda tmp: _copy_entry(tdir, tmp),
