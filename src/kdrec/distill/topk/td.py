@@ -40,7 +40,8 @@ def full_topology_loss(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 class _GroupGap(torch.autograd.Function):
-    """``sum_{i,j: c_ij > 0} (a_i . a_j - c_ij)^2`` with ``c = b b^T`` (teacher side, no gradient).
+    """``sum_{i,j: c_ij > 0} (a_i . a_j - c_ij)^2`` with ``c = b b^T`` (``b``: the teacher side, a
+    constant: its gradient is not computed).
 
     ``d = a a^T - c`` is one matrix product with the teacher's cosines as its addend, masked in
     place and kept for the backward, which for the symmetric ``d`` is ``4 d a``: three passes over
@@ -48,8 +49,6 @@ class _GroupGap(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if ctx.needs_input_grad[1]:
-            raise ValueError("the teacher side of the topology gap takes no gradient")
         c = b @ b.T
         d = torch.addmm(c, a, a.T, beta=-1)
         d.masked_fill_(c <= 0, 0)
