@@ -208,6 +208,53 @@ def _hetcomp_case():
     return h, s, U, I, SimpleNamespace(users=torch.tensor([0]))
 
 
+def _hetcomp_reference(u, I, observed, pos, target):
+    """The textbook form: full clamped scores, masked, one logsumexp per rest."""
+    S = (u @ I.T).clamp(-40, 40)
+    unobserved = S.masked_fill(observed, float("-inf"))
+
+    def log_rest(listed):
+        return torch.logsumexp(unobserved.scatter(1, listed, float("-inf")), 1)
+
+    s_pos, s_tgt = S.gather(1, pos), S.gather(1, target)
+    K = target.shape[1]
+    tops = torch.cat([s_pos, s_tgt], 1)
+    overall = -(tops - torch.logaddexp(tops, log_rest(target)[:, None])).sum(1)
+    half, tenth = K // 2, K // 10
+    lr_half = log_rest(target[:, :half])
+    listwise = (plackett_luce_relaxed(s_pos, lr_half)
+                + 0.5 * (plackett_luce_relaxed(s_tgt[:, :half], lr_half)
+                         + plackett_luce_relaxed(s_tgt[:, :tenth], log_rest(target[:, :tenth]))))
+    return overall, listwise
+
+
+def test_hetcomp_losses_match_the_full_matrix_form():
+    """Values and gradients against the textbook form, on scores past the clamp (|s| > 40) and
+    with a target item that is a train item (excluded from every rest)."""
+    from kdrec.distill.topk.hetcomp import hetcomp_losses
+
+    g = torch.Generator().manual_seed(3)
+    B, n, d, K = 5, 60, 4, 10
+    u0 = torch.randn(B, d, generator=g, dtype=torch.float64) * 2
+    I0 = torch.randn(n, d, generator=g, dtype=torch.float64) * 2
+    u0[0] *= 8  # row 0's scores reach past +-40
+    observed = torch.rand(B, n, generator=g) < 0.2
+    target = torch.stack([torch.randperm(n, generator=g)[:K] for _ in range(B)])
+    observed[1, target[1, 7]] = True
+    pos = torch.stack([torch.nonzero(observed[b])[:2, 0] for b in range(B)])
+    assert ((u0 @ I0.T).abs() > 40).any()
+    for which in (0, 1):
+        a = [u0.clone().requires_grad_(), I0.clone().requires_grad_()]
+        b = [u0.clone().requires_grad_(), I0.clone().requires_grad_()]
+        got = hetcomp_losses(a[0], a[1], torch.nonzero(observed, as_tuple=True), pos, target)[which]
+        want = _hetcomp_reference(b[0], b[1], observed, pos, target)[which]
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+        (got * torch.arange(1.0, B + 1, dtype=got.dtype)).sum().backward()
+        (want * torch.arange(1.0, B + 1, dtype=want.dtype)).sum().backward()
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x.grad, y.grad, rtol=1e-9, atol=1e-9)
+
+
 def test_hetcomp_overall_loss_has_the_reference_factor_two():
     h, s, U, I, batch = _hetcomp_case()
     rest = _lse([s[3], s[4], s[5]])  # unobserved, not in the target
