@@ -67,8 +67,8 @@ def bench_epoch(a, cfg) -> dict:
     n_batches = math.ceil(n_rows / bs)
     gen = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
-    it = task.train_batches(gen, bs)
-    batch = next(it)  # the epoch's permutation + negative sampling happen here
+    it = task.train_batches(gen, bs, tc.negatives)
+    batch = next(it)  # the epoch's permutation (and its negatives, with one per positive) happen here
     t_sample = time.perf_counter() - t0
     times = []
     for i in range(a.batches + 1):
@@ -77,13 +77,14 @@ def bench_epoch(a, cfg) -> dict:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        batch = next(it, None)  # timed: with several negatives per positive they are drawn batch by batch
         times.append(time.perf_counter() - t1)
-        batch = next(it, None)
         if batch is None:
             break
     step = statistics.mean(times[1:]) if len(times) > 1 else times[0]  # first step: warm-up
     return {"bench": "epoch", "experiment": a.experiment, "role": a.role, "model": model_cfg.name,
-            "dim": model.embed_dim, "threads": torch.get_num_threads(), "batch_size": bs, "adam": a.adam,
+            "dim": model.embed_dim, "threads": torch.get_num_threads(), "batch_size": bs, "negatives": tc.negatives,
+            "adam": a.adam,
             "train_rows": n_rows, "batches_per_epoch": n_batches, "timed_batches": len(times) - 1,
             "sampling_s": round(t_sample, 3), "step_ms": round(step * 1e3, 2),
             "epoch_s": round(t_sample + step * n_batches, 2)}
