@@ -426,3 +426,30 @@ def test_hetcomp_teacher_train_block_overrides_teacher_train(monkeypatch):
             h._train_teacher(spec, None, 0)
     assert (seen[0].epochs, seen[0].lr, seen[0].batch_size) == (7, 1e-3, 64)
     assert (seen[1].epochs, seen[1].lr) == (7, 5e-3)
+
+
+def test_hand_written_backwards_run_in_float32_under_bf16_autocast():
+    """`trainer.precision=bf16` autocasts the whole step: HTD's and HetComp's custom autograd
+    functions compute in float32 inside it (a bf16 product in the forward met a float32 tensor in
+    the backward and failed), so they give the float32 loss and gradients."""
+    from kdrec.distill.topk.hetcomp import hetcomp_losses
+    from kdrec.distill.topk.td import within_group_topology
+
+    g = torch.Generator().manual_seed(5)
+    s0, t0 = torch.randn(30, 4, generator=g), torch.randn(30, 8, generator=g)
+    group = torch.randint(0, 3, (30,), generator=g)
+    u0, I0 = torch.randn(6, 4, generator=g), torch.randn(40, 4, generator=g)
+    observed = (torch.tensor([0, 1, 2, 3, 4, 5]), torch.tensor([0, 1, 2, 3, 4, 5]))
+    pos = torch.arange(6)[:, None]
+    target = torch.stack([torch.randperm(34, generator=g)[:10] + 6 for _ in range(6)])
+
+    def run(autocast: bool):
+        s, u, I = s0.clone().requires_grad_(), u0.clone().requires_grad_(), I0.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = within_group_topology(s, t0, group, 3) + sum(
+                x.sum() for x in hetcomp_losses(u, I, observed, pos, target))
+        loss.backward()
+        return loss.detach(), s.grad, u.grad, I.grad
+
+    for want, got in zip(run(False), run(True)):
+        torch.testing.assert_close(got.float(), want, rtol=1e-5, atol=1e-5)

@@ -258,17 +258,21 @@ class _RestMass(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, I, ex_rows, ex_cols):
-        E = u @ I.T
-        lo, hi = torch.aminmax(E)  # one read and a host sync: clamp (and mask) only when a score is past it
-        ctx.outside = None
-        if bool((hi > SCORE_BOUND) | (lo < -SCORE_BOUND)):
-            ctx.outside = E.abs() > SCORE_BOUND  # clamp passes no gradient there
-            E.clamp_(-SCORE_BOUND, SCORE_BOUND)
-        E.exp_()
-        E[ex_rows, ex_cols] = 0.0
-        ctx.save_for_backward(u, I, E)
-        ctx.used = False
-        return E.sum(1)
+        # float32 with autocast off: exp() of bf16 scores would lose the sums, and the backward
+        # pairs the saved buffer with u and I
+        with torch.autocast(u.device.type, enabled=False):
+            u, I = u.float(), I.float()
+            E = u @ I.T
+            lo, hi = torch.aminmax(E)  # one read and a host sync: clamp (and mask) only when a score is past it
+            ctx.outside = None
+            if bool((hi > SCORE_BOUND) | (lo < -SCORE_BOUND)):
+                ctx.outside = E.abs() > SCORE_BOUND  # clamp passes no gradient there
+                E.clamp_(-SCORE_BOUND, SCORE_BOUND)
+            E.exp_()
+            E[ex_rows, ex_cols] = 0.0
+            ctx.save_for_backward(u, I, E)
+            ctx.used = False
+            return E.sum(1)
 
     @staticmethod
     def backward(ctx, g):
@@ -276,11 +280,12 @@ class _RestMass(torch.autograd.Function):
             raise RuntimeError("hetcomp rest mass: backward twice through one graph (its buffer is reused)")
         ctx.used = True
         u, I, E = ctx.saved_tensors
-        dS = E.mul_(g[:, None])
-        if ctx.outside is not None:
-            dS.masked_fill_(ctx.outside, 0.0)
-        du = dS @ I if ctx.needs_input_grad[0] else None
-        dI = dS.T @ u if ctx.needs_input_grad[1] else None
+        with torch.autocast(u.device.type, enabled=False):
+            dS = E.mul_(g.float()[:, None])
+            if ctx.outside is not None:
+                dS.masked_fill_(ctx.outside, 0.0)
+            du = dS @ I if ctx.needs_input_grad[0] else None
+            dI = dS.T @ u if ctx.needs_input_grad[1] else None
         return du, dI, None, None
 
 

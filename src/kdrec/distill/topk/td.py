@@ -49,16 +49,20 @@ class _GroupGap(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        c = b @ b.T
-        d = torch.addmm(c, a, a.T, beta=-1)
-        d.masked_fill_(c <= 0, 0)
-        ctx.save_for_backward(a, d)
-        return d.pow(2).sum()
+        # float32 with autocast off: under bf16 autocast d would be bf16 and a float32 in the backward
+        with torch.autocast(a.device.type, enabled=False):
+            a, b = a.float(), b.float()
+            c = b @ b.T
+            d = torch.addmm(c, a, a.T, beta=-1)
+            d.masked_fill_(c <= 0, 0)
+            ctx.save_for_backward(a, d)
+            return d.pow(2).sum()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         a, d = ctx.saved_tensors
-        return (4 * grad) * (d @ a), None
+        with torch.autocast(a.device.type, enabled=False):
+            return (4 * grad.float()) * (d @ a), None
 
 
 def within_group_topology(s: torch.Tensor, t: torch.Tensor, group: torch.Tensor,
