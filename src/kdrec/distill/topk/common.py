@@ -19,6 +19,11 @@ from kdrec.errors import ConfigError
 from kdrec.tasks.topk import redraw_rejected
 
 
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 if it is in a narrower float (bf16 under autocast); float64 stays."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def plackett_luce_relaxed(s_ranked: torch.Tensor, log_rest: torch.Tensor) -> torch.Tensor:
     """Per-row ``-log P``: the ranked items in their order, all of them above the rest.
 

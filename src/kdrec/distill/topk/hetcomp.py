@@ -39,7 +39,7 @@ from torch import nn
 from kdrec.artifacts import signature
 from kdrec.cache import cached_torch
 from kdrec.distill.base import Phase, register_distiller, unique_params
-from kdrec.distill.topk.common import TopKDistiller, member, plackett_luce_relaxed
+from kdrec.distill.topk.common import TopKDistiller, at_least_float32, member, plackett_luce_relaxed
 from kdrec.errors import ConfigError
 from kdrec.models.registry import build_model
 from kdrec.train.config import TrainConfig
@@ -261,7 +261,7 @@ class _RestMass(torch.autograd.Function):
         # float32 with autocast off: exp() of bf16 scores would lose the sums, and the backward
         # pairs the saved buffer with u and I
         with torch.autocast(u.device.type, enabled=False):
-            u, I = u.float(), I.float()
+            u, I = at_least_float32(u), at_least_float32(I)
             E = u @ I.T
             lo, hi = torch.aminmax(E)  # one read and a host sync: clamp (and mask) only when a score is past it
             ctx.outside = None
@@ -281,7 +281,7 @@ class _RestMass(torch.autograd.Function):
         ctx.used = True
         u, I, E = ctx.saved_tensors
         with torch.autocast(u.device.type, enabled=False):
-            dS = E.mul_(g.float()[:, None])
+            dS = E.mul_(g.to(E.dtype)[:, None])
             if ctx.outside is not None:
                 dS.masked_fill_(ctx.outside, 0.0)
             du = dS @ I if ctx.needs_input_grad[0] else None

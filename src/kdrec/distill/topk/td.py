@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdrec.distill.base import register_distiller
-from kdrec.distill.topk.common import DistillExperts, TopKDistiller, annealed_temperature
+from kdrec.distill.topk.common import DistillExperts, TopKDistiller, annealed_temperature, at_least_float32
 
 
 def cosine_matrix(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -51,7 +51,7 @@ class _GroupGap(torch.autograd.Function):
     def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         # float32 with autocast off: under bf16 autocast d would be bf16 and a float32 in the backward
         with torch.autocast(a.device.type, enabled=False):
-            a, b = a.float(), b.float()
+            a, b = at_least_float32(a), at_least_float32(b)
             c = b @ b.T
             d = torch.addmm(c, a, a.T, beta=-1)
             d.masked_fill_(c <= 0, 0)
@@ -62,7 +62,7 @@ class _GroupGap(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         a, d = ctx.saved_tensors
         with torch.autocast(a.device.type, enabled=False):
-            return (4 * grad.float()) * (d @ a), None
+            return (4 * grad.to(d.dtype)) * (d @ a), None
 
 
 def within_group_topology(s: torch.Tensor, t: torch.Tensor, group: torch.Tensor,
