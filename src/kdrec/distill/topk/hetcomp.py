@@ -235,6 +235,7 @@ class HetComp(TopKDistiller):
             return listwise.sum()
         return torch.where(final, listwise, c.overall_factor * overall).sum()
 
+
 def first_positives(indptr: torch.Tensor, items: torch.Tensor, n: int) -> torch.Tensor:
     """[U, n]: each user's first ``n`` train items in CSR (data) order; users with fewer than
     ``n`` repeat their last one (users without train items get item ``items[indptr[u]]``, unused)."""
