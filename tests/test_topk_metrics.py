@@ -77,12 +77,16 @@ def test_topn_excludes_train_and_orders():
     assert top.tolist() == [[4, 3, 2], [1, 2, 3]]
 
 
-@pytest.mark.parametrize("n_items", [5000, 5030])  # a multiple of the block and not (padding)
-def test_block_preselected_topn_equals_plain_topk(n_items):
-    from kdrec.eval.ranking import BLOCK, CSR, topn
+# a multiple of the block and not (padding); a users-major chunk of 1 or SMALL_BATCH users, and
+# items-major chunks of 64 users and a last one of 22
+@pytest.mark.parametrize("n_items", [5000, 5030])
+@pytest.mark.parametrize("n_users", [1, 8, 150])
+def test_block_preselected_topn_equals_plain_topk(n_items, n_users):
+    from kdrec.eval.ranking import BLOCK, CSR, SMALL_BATCH, topn
 
     torch.manual_seed(7)
-    n_users, k = 150, 20
+    k = 20
+    assert SMALL_BATCH == 8
     U, I = torch.randn(n_users, 8), torch.randn(n_items, 8)
     assert -(-n_items // BLOCK) > 2 * k  # the pre-selection path
     users = torch.randint(n_users, (3000,))
@@ -94,3 +98,15 @@ def test_block_preselected_topn_equals_plain_topk(n_items):
     idx, val = topn(U, I, k, [ex], chunk=64, return_scores=True)
     assert torch.equal(idx, want_idx)
     assert torch.allclose(val, want_val)
+
+
+def test_ranker_serves_the_evaluation_top_k():
+    from kdrec.eval.ranking import TopKRanker, topn
+
+    torch.manual_seed(3)
+    U, I = torch.randn(300, 6), torch.randn(9000, 6)
+    rk = TopKRanker(U, I, k=20)
+    for users in (torch.tensor([5]), torch.arange(3), torch.arange(300)):
+        want = torch.topk(U[users] @ I.T, 20, dim=1).indices
+        assert torch.equal(rk(users), want)
+        assert torch.equal(topn(U[users], I, 20, []), want)
