@@ -10,6 +10,9 @@ measured in this process (nothing hard-coded).
     # a distiller's run vs the student alone, same settings (setup + --epochs epochs with evaluation)
     .venv/bin/python scripts/bench_topk.py distill --experiment topk_ml100k --threads 1 --epochs 5 \
         --distillers none rd cd rrd ir_rrd de de_rrd phr ftd htd hetcomp
+    # serving: the student's and the teacher's TopKRanker, 1 and 4096 users per request,
+    # interleaved rounds (issue 12 item 1); --compare-with times another ranking.py alike
+    .venv/bin/python scripts/bench_topk.py serve --experiment topk_gowalla_mf --threads 1 --rounds 15
     # the same past DE's / HTD's temperature annealing (Gumbel-softmax weights one-hot)
     .venv/bin/python scripts/bench_topk.py distill --experiment topk_ml100k --threads 1 --epochs 2 \
         --distillers de de_rrd htd --kd-overrides T_start=1e-4
@@ -107,6 +110,59 @@ def bench_eval(a, cfg) -> dict:
             "eval_s_median": round(statistics.median(ts), 3), "eval_s_all": [round(t, 3) for t in ts]}
 
 
+def load_ranking_module(path: str):
+    """Another version of ``kdrec/eval/ranking.py`` (it imports only torch), e.g. from a worktree
+    of an earlier commit, to time its ranker beside the current one in the same process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ranking_compared", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def calls_ms(fn, arg, calls: int) -> float:
+    fn(arg)  # one untimed call: a server calls one model back to back
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn(arg)
+    return (time.perf_counter() - t0) / calls * 1e3
+
+
+def bench_serve(a, cfg) -> list[dict]:
+    """Teacher and student rankers (fresh seeded weights, as ``benchmark-flops``) timed in
+    alternation: per round, ``--calls`` requests of 1 user and one of 4,096 users per model."""
+    task = make_task(cfg, 2048)
+    rankers = {}
+    for role in ("teacher", "student"):
+        torch.manual_seed(0)
+        model = build_model(cfg[role], task.feature_map, where=role).eval()
+        U, I = task.embeddings(model)
+        rankers[role] = {"current": task.ranker(model)}
+        if a.compare_with:
+            rankers[role]["compared"] = load_ranking_module(a.compare_with).TopKRanker(U, I, 20)
+    one = torch.tensor([7])
+    big = torch.arange(4096) % task.num_users
+    versions = list(rankers["teacher"])
+    t = {(v, role, b): [] for v in versions for role in ("teacher", "student") for b in (1, 4096)}
+    for _ in range(a.rounds):  # versions alternate too, so that drift hits them alike
+        for v in versions:
+            for role in ("teacher", "student"):
+                t[v, role, 1].append(calls_ms(rankers[role][v], one, a.calls))
+                t[v, role, 4096].append(calls_ms(rankers[role][v], big, 1))
+    rows = []
+    for v in versions:
+        row = {"bench": "serve", "experiment": a.experiment, "version": v,
+               "threads": torch.get_num_threads(), "rounds": a.rounds}
+        for b in (1, 4096):
+            te, st = t[v, "teacher", b], t[v, "student", b]
+            row[f"teacher_ms_b{b}"] = round(statistics.median(te), 4)
+            row[f"student_ms_b{b}"] = round(statistics.median(st), 4)
+            row[f"ratio_b{b}"] = round(statistics.median(s / x for s, x in zip(st, te)), 3)
+        rows.append(row)
+    return rows
+
+
 def bench_distill(a, cfg_base) -> list[dict]:
     from omegaconf import OmegaConf
 
@@ -169,7 +225,7 @@ def bench_distill(a, cfg_base) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("bench", choices=["epoch", "eval", "distill"])
+    ap.add_argument("bench", choices=["epoch", "eval", "distill", "serve"])
     ap.add_argument("--experiment", default="topk_gowalla_mf")
     ap.add_argument("--role", default="teacher", choices=["teacher", "student"])
     ap.add_argument("--threads", type=int, default=2)
@@ -187,6 +243,10 @@ def main() -> None:
     ap.add_argument("--teacher-dir", default="",
                     help="distill: load the teacher from this cache entry (outputs/teachers/<data>/<name>-<sig>) "
                          "instead of fresh weights")
+    ap.add_argument("--rounds", type=int, default=15, help="serve: alternating rounds (medians taken)")
+    ap.add_argument("--calls", type=int, default=200, help="serve: 1-user requests per model and round")
+    ap.add_argument("--compare-with", default="",
+                    help="serve: also time the TopKRanker of this ranking.py (e.g. a worktree's)")
     ap.add_argument("--outputs", default="outputs")
     ap.add_argument("--json", default="", help="append the result rows to this JSON-lines file")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides (after --)")
@@ -195,7 +255,7 @@ def main() -> None:
     a.outputs = str(Path(a.outputs).resolve())
     cfg = compose_cfg(a.experiment, a.overrides, a.outputs)
     rows = {"epoch": lambda: [bench_epoch(a, cfg)], "eval": lambda: [bench_eval(a, cfg)],
-            "distill": lambda: bench_distill(a, cfg)}[a.bench]()
+            "distill": lambda: bench_distill(a, cfg), "serve": lambda: bench_serve(a, cfg)}[a.bench]()
     for r in rows:
         if a.bench != "distill":
             print(json.dumps(r), flush=True)

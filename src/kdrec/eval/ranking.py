@@ -58,41 +58,31 @@ def default_chunk(device: torch.device) -> int:
 BLOCK = 64  # items per block of the top-k pre-selection (see :func:`topn`)
 
 
-SMALL_BATCH = 8  # up to this many users, one users-major chunk (see :func:`score_chunks`)
+SMALL_BATCH = 8  # up to this many users, one users-major product (see :func:`topn`)
 
 
 def items_by_dim(I: torch.Tensor) -> torch.Tensor:
-    """The item table as a contiguous ``[d, num_items]`` tensor: every product of
-    :func:`score_chunks` reads it that way (no copy if ``I`` is already the transpose of one)."""
+    """The item table as a contiguous ``[d, num_items]`` tensor, the layout every product here
+    reads (no copy if ``I`` is already the transpose of one): the single-user product with an
+    MF-6 table is 6x faster from it (0.022 vs 0.13 ms on Gowalla, 1 thread); for two or more users
+    the scores are bit for bit those of the ``[num_items, d]`` layout (checked on this CPU)."""
     return I.T if I.T.is_contiguous() else I.T.contiguous()
 
 
 def score_chunks(U: torch.Tensor, I: torch.Tensor, chunk: int | None = None, pad_to: int = 1):
     """Yield ``(a, b, scores)`` over user chunks, ``scores[r, i] = U[a + r] . I[i]``.
 
-    The scores are a ``[b - a, num_items]`` *view* of one buffer that every chunk overwrites (use
-    them before asking for the next chunk). For more than :data:`SMALL_BATCH` users the buffer is
-    items-major, ``[num_items, chunk]``: MKL computes ``I @ U_chunk^T`` into it about twice as fast
-    as ``U_chunk @ I^T`` into a users-major one (Gowalla, 2 threads), and with 64 users per chunk
-    it stays in cache for the top-k that reads it along the view's strided rows. A few users get
-    one users-major product instead, ``U @ I^T``: the top-k then reads contiguous rows. Both read
-    ``I`` as ``[d, num_items]`` (:func:`items_by_dim`): the single-user product with an MF-6
-    table is 6x faster that way (0.022 vs 0.13 ms on Gowalla, 1 thread); for two or more users
-    the scores are bit for bit those of the ``[num_items, d]`` layout (checked on this CPU).
-    ``pad_to``: the buffer has a multiple of that many item columns, the extra ones at ``-inf``
-    (``scores`` then has the padded width)."""
+    The scores are a ``[b - a, num_items]`` *view* of one ``[num_items, chunk]`` buffer that every
+    chunk overwrites (use them before asking for the next chunk): MKL computes ``I @ U_chunk^T``
+    into that items-major layout about twice as fast as ``U_chunk @ I^T`` into a users-major one
+    (Gowalla, 2 threads), and with 64 users per chunk the buffer stays in cache for the top-k
+    that reads it along the view's strided rows. ``pad_to``: the buffer has a multiple of that
+    many item rows, the extra ones at ``-inf`` (``scores`` then has the padded width)."""
     n, m = U.shape[0], I.shape[0]
     It = items_by_dim(I)
     chunk = chunk or default_chunk(U.device)
     m_pad = -(-m // pad_to) * pad_to
-    dtype = torch.result_type(U, I)
-    if n <= min(SMALL_BATCH, chunk):
-        buf = torch.empty((n, m_pad), dtype=dtype, device=U.device)
-        buf[:, m:] = float("-inf")
-        torch.mm(U, It, out=buf[:, :m])
-        yield 0, n, buf
-        return
-    buf = torch.empty((m_pad, min(chunk, n)), dtype=dtype, device=U.device)
+    buf = torch.empty((m_pad, min(chunk, n)), dtype=torch.result_type(U, I), device=U.device)
     buf[m:] = float("-inf")
     for a in range(0, n, chunk):
         b = min(a + chunk, n)
@@ -101,7 +91,6 @@ def score_chunks(U: torch.Tensor, I: torch.Tensor, chunk: int | None = None, pad
         yield a, b, buf[:, :b - a].T
 
 
-@torch.no_grad()
 def topn(U: torch.Tensor, I: torch.Tensor, n: int, exclude: list[CSR], chunk: int | None = None,
          return_scores: bool = False, skip=None):
     """Top-``n`` item ids per user (row of ``U``), highest score first, excluding ``exclude``.
@@ -111,26 +100,43 @@ def topn(U: torch.Tensor, I: torch.Tensor, n: int, exclude: list[CSR], chunk: in
     come in blocks of :data:`BLOCK`; the ``k`` blocks with the largest maxima hold every top-``k``
     item (an item in another block is below those ``k`` maxima, which are ``k`` distinct items), so
     ``torch.topk`` runs over their ``k x BLOCK`` scores only (exact; among tied scores either may
-    be returned, as with ``torch.topk``)."""
-    m = I.shape[0]
+    be returned, as with ``torch.topk``). Up to :data:`SMALL_BATCH` users (a served request) get
+    one users-major product and as few operators as possible (:func:`_top_few`); more users go
+    through :func:`score_chunks`."""
+    U, I = U.detach(), I.detach()  # (cheaper than a no_grad context per served request)
+    n_users, m = U.shape[0], I.shape[0]
     k = min(n, m)
     pre = -(-m // BLOCK) > 2 * k
-    idx = val = None
+    chunk = chunk or default_chunk(U.device)
+    if n_users <= min(SMALL_BATCH, chunk) and (skip is None or not skip(0, n_users)):
+        v, i = _top_few(U, items_by_dim(I), k, pre, exclude)
+        return (i, v) if return_scores else i
+    idx = torch.zeros(n_users, k, dtype=torch.long, device=U.device)
+    val = torch.zeros(n_users, k, dtype=torch.result_type(U, I), device=U.device)
     for a, b, s in score_chunks(U, I, chunk, pad_to=BLOCK if pre else 1):
         if skip is not None and skip(a, b):
             continue
         _mask_rows(s, exclude, a, b)
-        v, i = _select(s, k, m) if pre else torch.topk(s, k, dim=1)
-        if b - a == U.shape[0]:  # one chunk (a served request): no copy
-            return (i, v) if return_scores else i
-        if idx is None:
-            idx = torch.zeros(U.shape[0], k, dtype=torch.long, device=U.device)
-            val = torch.zeros(U.shape[0], k, dtype=v.dtype, device=U.device)
-        idx[a:b], val[a:b] = i, v
-    if idx is None:  # every chunk skipped
-        idx = torch.zeros(U.shape[0], k, dtype=torch.long, device=U.device)
-        val = torch.zeros(U.shape[0], k, dtype=torch.result_type(U, I), device=U.device)
+        if pre:
+            val[a:b], idx[a:b] = _select(s, k, m)
+        else:
+            torch.topk(s, k, dim=1, out=(val[a:b], idx[a:b]))
     return (idx, val) if return_scores else idx
+
+
+def _top_few(U: torch.Tensor, It: torch.Tensor, k: int, pre: bool, exclude: list[CSR]):
+    """(values, ids) of the top ``k`` items for a few users: ``U @ It`` users-major (padded to
+    whole blocks at ``-inf`` for the pre-selection), the top-k reading contiguous rows."""
+    m = It.shape[1]
+    if pre and m % BLOCK:
+        s = torch.empty((U.shape[0], -(-m // BLOCK) * BLOCK), dtype=torch.result_type(U, It),
+                        device=U.device)
+        s[:, m:] = float("-inf")
+        torch.mm(U, It, out=s[:, :m])
+    else:
+        s = U @ It
+    _mask_rows(s, exclude, 0, U.shape[0])
+    return _select(s, k, m) if pre else torch.topk(s, k, dim=1)
 
 
 def _select(s: torch.Tensor, k: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,6 +214,5 @@ class TopKRanker(torch.nn.Module):
         self.register_buffer("It", items_by_dim(I.detach()).contiguous())  # [d, items], built once
         self.k = k
 
-    @torch.no_grad()
     def forward(self, users: torch.Tensor) -> torch.Tensor:
         return topn(self.U[users], self.It.T, self.k, [])
