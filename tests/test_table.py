@@ -365,3 +365,27 @@ def test_docs_tables_are_the_ones_results_give():
                 copy.unlink(missing_ok=True)
             checked += 1
     assert checked >= 3  # kd_dagfm, rok, topk pages
+
+
+def test_seconds_per_job_count_a_resumed_jobs_earlier_runs():
+    """A job resumed from its checkpoint records only its last run's wall seconds; the fit
+    loop's training seconds carry over the resume, so the table takes the larger of the two."""
+    resumed = {"seconds": 389.0, "metrics": {"train_seconds": 6197.7}}
+    fresh = {"seconds": 295.9, "metrics": {"train_seconds": 231.5}}
+    assert report_table.job_seconds(resumed) == 6197.7
+    assert report_table.job_seconds(fresh) == 295.9
+    assert report_table.job_seconds({"seconds": None, "metrics": {"train_seconds": 10.0}}) is None
+    assert report_table.job_seconds({"seconds": 4.0}) == 4.0
+
+
+def test_a_result_names_the_source_tree_its_job_started_from(tmp_path, monkeypatch):
+    from kdrec.table import results
+
+    teacher = load_table("smoke").rows[0]
+    job = Job("t", teacher, 1, (), "sig", None, tmp_path / "r.json", tmp_path / "run")
+    job.run_dir.mkdir()
+    (job.run_dir / "metrics.json").write_text(json.dumps({"test": {"auc": 0.5}}))
+    monkeypatch.setattr(results, "git_commit", lambda: {"commit": "at-the-end", "dirty": True})
+    started = {"commit": "at-the-start", "dirty": False}
+    assert results.from_run(job, 1.0, git=started)["git"] == started
+    assert results.from_run(job, None)["git"]["commit"] == "at-the-end"  # found finished: read now

@@ -28,12 +28,23 @@ def _std(xs: list[float]) -> float | None:
     return statistics.stdev(xs) if len(xs) > 1 else None
 
 
+def job_seconds(result: dict) -> float | None:
+    """What a job costs: its wall seconds, or its training seconds where those are larger: a job
+    resumed from a checkpoint, or one that found its teacher already trained by another job,
+    records only its own last run's wall time (the fit loop's seconds carry over a resume)."""
+    wall = result.get("seconds")
+    train = (result.get("metrics") or {}).get("train_seconds")
+    if wall is None or not isinstance(train, (int, float)):
+        return wall
+    return max(float(wall), float(train))
+
+
 def job_record(row: Row, result: dict) -> dict:
     """The numbers of one finished job, flat."""
     role = "teacher" if row.stage == "pretrain-teacher" else "student"
     m = result.get("metrics") or {}
     rec = {"row": row.id, "group": row.group, "label": row.label, "role": role, "seed": int(result["seed"]),
-           "model": result.get("model"), "seconds": result.get("seconds")}
+           "model": result.get("model"), "seconds": job_seconds(result)}
     for split in ("valid", "test"):
         for k, v in (m.get(split) or {}).items():
             if isinstance(v, (int, float)):

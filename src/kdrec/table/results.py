@@ -66,8 +66,10 @@ def read_json(path: Path, what: str) -> dict:
     return obj
 
 
-def from_run(job: Job, seconds: float | None) -> dict:
-    """The result record of a finished job, from its run directory's metrics.json."""
+def from_run(job: Job, seconds: float | None, git: dict | None = None) -> dict:
+    """The result record of a finished job, from its run directory's metrics.json. ``git``: the
+    source tree when the job started, which is what its process ran (read now if not given: a
+    run directory found finished)."""
     m = read_json(job.run_dir / "metrics.json", "metrics file")
     flops = m.pop("flops", None) or {}
     teacher = _strip(m.pop("teacher", None))
@@ -78,7 +80,8 @@ def from_run(job: Job, seconds: float | None) -> dict:
             "metrics": _strip(m), "teacher": teacher,
             "flops": {k: v for k, v in flops.items() if k in ("student", "teacher")},
             "latency": None, "seconds": seconds,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **environment()}
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **environment(),
+            **({"git": git} if git is not None else {})}
 
 
 def load(path: Path) -> dict | None:

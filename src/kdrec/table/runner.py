@@ -216,12 +216,13 @@ def run_jobs(plan: Plan, workers: int, threads: int, say) -> Outcome:
                 sched.finish(job, True)
                 return
             say(f"[{k}/{len(todo)}] {job.name}: {job.stage} {' '.join(job.overrides)}")
+            git = results.git_commit()  # what the job's process loads, not the tree when it ends
             t0 = time.time()
             rc, log = launcher.run(job.stage, job_overrides(job, threads), job.run_dir)
             secs = time.time() - t0
             ok = rc == 0 and (job.run_dir / "metrics.json").is_file()
             if ok:
-                record = results.from_run(job, seconds=round(secs, 1))
+                record = results.from_run(job, seconds=round(secs, 1), git=git)
                 if plan.spec.cfg.store_teachers and job.stage == "pretrain-teacher" and plan.teacher_store:
                     entry = store_teacher(job, plan.teacher_store)
                     say(f"  teacher stored: {entry} (commit it with the results)")

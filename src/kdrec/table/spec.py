@@ -41,7 +41,7 @@ COLUMN_HELP = {
     "latency": "latency:<b1|b4096|sample|all_users|...>: measured latency (ms; sample: µs/sample at batch 4096)",
     "ratio": "ratio:<flops|params|dense_params|latency_b1|latency_b4096|...>: row / teacher row",
     "claim": "claim: the table's claim (metric within max_drop of the teacher at <= max_flops_ratio)",
-    "seconds": "seconds: mean wall seconds of a job",
+    "seconds": "seconds: mean seconds of a job (wall, or training seconds summed over resumed runs where larger)",
 }
 NEEDS_ARG = {"test", "valid", "delta", "share", "ttest", "latency", "ratio"}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
