@@ -62,7 +62,7 @@ SMALL_BATCH = 8  # up to this many users, one users-major product (see :func:`to
 
 
 def items_by_dim(I: torch.Tensor) -> torch.Tensor:
-    """The item table as a contiguous ``[d, num_items]`` tensor, the layout every product here
+    """The item table as a contiguous ``[d, num_items]`` tensor, the layout a few users' product
     reads (no copy if ``I`` is already the transpose of one): the single-user product with an
     MF-6 table is 6x faster from it (0.022 vs 0.13 ms on Gowalla, 1 thread); for two or more users
     the scores are bit for bit those of the ``[num_items, d]`` layout (checked on this CPU)."""
@@ -79,7 +79,6 @@ def score_chunks(U: torch.Tensor, I: torch.Tensor, chunk: int | None = None, pad
     that reads it along the view's strided rows. ``pad_to``: the buffer has a multiple of that
     many item rows, the extra ones at ``-inf`` (``scores`` then has the padded width)."""
     n, m = U.shape[0], I.shape[0]
-    It = items_by_dim(I)
     chunk = chunk or default_chunk(U.device)
     m_pad = -(-m // pad_to) * pad_to
     buf = torch.empty((m_pad, min(chunk, n)), dtype=torch.result_type(U, I), device=U.device)
@@ -87,7 +86,8 @@ def score_chunks(U: torch.Tensor, I: torch.Tensor, chunk: int | None = None, pad
     for a in range(0, n, chunk):
         b = min(a + chunk, n)
         s = buf[:m, :b - a]
-        torch.mm(It.T, U[a:b].T, out=s)
+        torch.mm(I, U[a:b].T, out=s)  # I as given: [items, d] (2 threads: ~10% faster than the
+        # transpose of a [d, items] table, Gowalla evaluation) or that transpose (a ranker's table)
         yield a, b, buf[:, :b - a].T
 
 
