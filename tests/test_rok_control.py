@@ -68,11 +68,14 @@ def test_random_kb_is_frozen_same_size_as_rok_and_not_the_pretrained_one(compose
     assert m_rand["flops"]["student"]["flops_per_sample"] == m_rok["flops"]["student"]["flops_per_sample"]
 
 
-def test_benchmark_flops_without_run_profiles_the_distillers_student(compose_cfg, tmp_path):
+def test_benchmark_flops_without_run_profiles_the_distillers_student(compose_cfg, tmp_path, monkeypatch):
     from kdrec.models.registry import build_model
     from kdrec.runtime import prepare
     from kdrec.stages import benchmark_flops, distill
 
+    # what is checked is the model benchmark-flops builds; its latency rounds (the RIM teacher
+    # retrieves live at batch 4096) were most of the default test run's slowest test
+    monkeypatch.setattr(benchmark_flops, "interleaved_latency", lambda task, models: {})
     cfg = compose_cfg(*SMOKE, f"paths.root={tmp_path / 'out'}")
     bench = benchmark_flops.run.__wrapped__(cfg)
     task = prepare(cfg).task
