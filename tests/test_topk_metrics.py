@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from kdrec.eval.ranking import CSR, ranking_metrics, topn
+from kdrec.eval.ranking import CSR, SMALL_BATCH, ranking_metrics, topn
 
 
 def brute(U, I, truth, exclude, ks):
@@ -77,16 +77,15 @@ def test_topn_excludes_train_and_orders():
     assert top.tolist() == [[4, 3, 2], [1, 2, 3]]
 
 
-# a multiple of the block and not (padding); a users-major chunk of 1 or SMALL_BATCH users, and
-# items-major chunks of 64 users and a last one of 22
+# a multiple of the block and not (padding); one users-major product for 1 or SMALL_BATCH users,
+# one items-major chunk for SMALL_BATCH + 1, chunks of 64 users and a last one of 22 for 150
 @pytest.mark.parametrize("n_items", [5000, 5030])
-@pytest.mark.parametrize("n_users", [1, 8, 150])
+@pytest.mark.parametrize("n_users", [1, SMALL_BATCH, SMALL_BATCH + 1, 150])
 def test_block_preselected_topn_equals_plain_topk(n_items, n_users):
-    from kdrec.eval.ranking import BLOCK, CSR, SMALL_BATCH, topn
+    from kdrec.eval.ranking import BLOCK, CSR, topn
 
     torch.manual_seed(7)
     k = 20
-    assert SMALL_BATCH == 8
     U, I = torch.randn(n_users, 8), torch.randn(n_items, 8)
     assert -(-n_items // BLOCK) > 2 * k  # the pre-selection path
     users = torch.randint(n_users, (3000,))
