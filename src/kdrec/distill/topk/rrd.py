@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 
 from kdrec.distill.base import register_distiller
-from kdrec.distill.topk.common import (TopKDistiller, epoch_generator, member, relaxed_ranking_loss,
-                                       sample_outside, sample_ranked, sorted_pair_keys, teacher_topn,
-                                       teacher_topn_users)
+from kdrec.distill.topk.common import (TopKDistiller, epoch_generator, gather_rows, member,
+                                       relaxed_ranking_loss, sample_outside, sample_ranked, sorted_pair_keys,
+                                       teacher_topn, teacher_topn_users)
 
 log = logging.getLogger("kdrec")
 
@@ -60,8 +60,8 @@ class RRD(TopKDistiller):
     def user_side(self, U, I, batch) -> torch.Tensor:
         users = torch.unique(batch.users)
         u = U[users][:, None, :]
-        s_int = (u * I[self.interesting[users]]).sum(-1)
-        s_un = (u * I[self.uninteresting[users]]).sum(-1)
+        s_int = (u * gather_rows(I, gather_rows(self.interesting, users))).sum(-1)
+        s_un = (u * gather_rows(I, gather_rows(self.uninteresting, users))).sum(-1)
         return relaxed_ranking_loss(s_int, s_un).sum()
 
     def kd_loss(self, U, I, batch) -> torch.Tensor:
@@ -99,8 +99,8 @@ class IRRRD(RRD):
     def item_side(self, U, I, batch) -> torch.Tensor:
         items = torch.unique(batch.pos)
         i = I[items][:, None, :]
-        s_int = (i * U[self.interesting_users[items]]).sum(-1)
-        s_un = (i * U[self.uninteresting_users[items]]).sum(-1)
+        s_int = (i * gather_rows(U, gather_rows(self.interesting_users, items))).sum(-1)
+        s_un = (i * gather_rows(U, gather_rows(self.uninteresting_users, items))).sum(-1)
         return relaxed_ranking_loss(s_int, s_un).sum()
 
     def weighted_kd(self, U, I, batch) -> torch.Tensor:
