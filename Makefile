@@ -6,6 +6,7 @@ KDREC := $(VENV)/bin/kdrec
 TORCH_PIN := torch==2.13.0
 NAME ?= smoke
 WORKERS ?= 1
+TEST_WORKERS ?= 2
 RUN_RESULTS := $(or $(KDREC_OUTPUTS),outputs)/results
 
 .DEFAULT_GOAL := help
@@ -31,8 +32,8 @@ run: install ## default experiment: CIN teacher, DAGFM alone / + KD / + KD-DAGFM
 smoke: install ## a complete run on a tiny generated dataset (seconds)
 	$(KDREC) distill experiment=smoke
 
-test: install ## fast tests (real-data tests skip when ../shared/data is absent)
-	$(VENV)/bin/pytest -q
+test: install ## fast tests on TEST_WORKERS pytest-xdist workers (real-data tests skip when ../shared/data is absent)
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS)
 
 test-slow: install ## slow tests: training on real data from ../shared/data
 	$(VENV)/bin/pytest -q -m slow
