@@ -7,8 +7,8 @@ import torch
 
 from kdrec.distill.topk.cd import cd_loss
 from kdrec.distill.topk.common import (DistillExperts, Experts, annealed_temperature, gather_rows,
-                                       gumbel_softmax_select, plackett_luce_relaxed, relaxed_ranking_loss, sample_outside,
-                                       sample_ranked)
+                                       gumbel_softmax_select, plackett_luce_relaxed, relaxed_ranking_loss,
+                                       sample_outside, sample_ranked)
 from kdrec.distill.topk.hetcomp import ensemble_topk, ndcg_overlap
 from kdrec.distill.topk.phr import PersonalBridge
 from kdrec.distill.topk.rd import rd_weights
