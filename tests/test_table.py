@@ -71,6 +71,9 @@ def test_spec_expands_groups_templates_and_references(tmp_path):
     ({"rows": [{"id": "x", "only": ["zz"]}]}, "unknown group(s) ['zz']"),
     ({"seeds": [-1]}, "seeds"),
     ({"columns": ["claim"]}, "needs a claim"),
+    ({"orderings": [{"better": "kd", "worse": "nobody"}]}, "orderings[0]: names no row: 'nobody'"),
+    ({"orderings": [{"better": "kd", "worse": "alone", "only": ["zz"]}]}, "unknown group(s) ['zz']"),
+    ({"orderings": [{"better": "kd", "wrose": "alone"}]}, "wrose"),
 ])
 def test_spec_errors_name_the_problem(tmp_path, change, says):
     bad = {**GROUPED, **change}
@@ -199,6 +202,42 @@ def test_table_numbers_from_result_files(tmp_path):
     assert "another teacher" in report_table.build(spec, jobs, found, [1, 2, 3], "x").markdown
     written = report_table.write(built, spec, tmp_path / "out")
     assert (tmp_path / "out" / "pareto.png") in written and (tmp_path / "out" / "table.csv").is_file()
+
+
+def test_paper_orderings_are_paired_tests_in_the_metrics_direction(tmp_path):
+    """Hand-computed: AUC diffs (+0.01, +0.01, -0.005): t = 1 with 2 df, p = 1 - 1/sqrt(3);
+    logloss (lower is better) diffs (-0.05, -0.05, -0.04): t = 14, p = 1 - 14/sqrt(198)."""
+    spec = load_table(_yaml(tmp_path, {
+        "seeds": [1, 2, 3], "rows": [{"id": "alone"}, {"id": "kd"}, {"id": "extra"}],
+        "columns": ["test:logloss", "ttest:auc"], "baseline": "alone",
+        "orderings": [{"better": "kd", "worse": "alone", "source": "paper A"},
+                      {"better": "kd", "worse": "alone", "metric": "logloss"},
+                      {"better": "alone", "worse": "kd", "text": "alone wins"},
+                      {"better": "kd", "worse": "extra"}]}))
+    alone, kd, extra = spec.rows
+    auc = {alone: [0.94, 0.95, 0.975], kd: [0.95, 0.96, 0.97], extra: [0.9]}
+    logloss = {alone: [0.25, 0.26, 0.23], kd: [0.20, 0.21, 0.19], extra: [0.3]}
+    jobs, found = [], {}
+    for row in spec.rows:
+        for i, seed in enumerate([1, 2, 3]):
+            j = _job(row, seed, None)
+            jobs.append(j)
+            if i < len(auc[row]):
+                found[j] = _result(seed, {"auc": auc[row][i], "logloss": logloss[row][i]})
+    built = report_table.build(spec, jobs, found, [1, 2, 3], "x")
+    by_auc, by_loss, reverse, one = built.orderings
+    assert by_auc["metric"] == "auc" and by_auc["n"] == 3 and by_auc["agree"] == 2
+    assert by_auc["diff"] == pytest.approx(0.005) and by_auc["p"] == pytest.approx(1 - 1 / math.sqrt(3))
+    assert by_auc["reading"] == "holds in the means (n.s.)"
+    assert by_loss["diff"] == pytest.approx(-0.04667, abs=1e-5) and by_loss["agree"] == 3
+    assert by_loss["p"] == pytest.approx(1 - 14 / math.sqrt(198)) and by_loss["reading"].startswith("**holds**")
+    assert reverse["diff"] == pytest.approx(-0.005) and reverse["reading"] == "not in the means (n.s.)"
+    assert one["n"] == 1 and one["p"] is None and one["reading"] == "holds on the one seed"
+    md = built.markdown
+    assert "| kd > alone | paper A | 3 | +0.0050 | 2/3 | 0.423 | holds in the means (n.s.) |" in md
+    assert "| alone wins |  | 3 | -0.0050 | 1/3 |" in md
+    written = report_table.write(built, spec, tmp_path / "out")
+    assert (tmp_path / "out" / "orderings.csv") in written
 
 
 def _results(root: Path) -> dict[str, dict]:

@@ -14,6 +14,7 @@ import polars as pl
 
 from kdrec.artifacts import atomic_write_text
 from kdrec.errors import KdrecError
+from kdrec.report import orderings as paper_orderings
 from kdrec.report.significance import paired_t
 from kdrec.table.spec import Row, TableSpec, check_column
 
@@ -193,6 +194,7 @@ class BuiltTable:
     runs: pl.DataFrame
     summaries: list[RowSummary]
     missing: list[str]
+    orderings: list[dict] = field(default_factory=list)
 
 
 def _header(spec: TableSpec, col: str) -> str:
@@ -219,11 +221,12 @@ def build(spec: TableSpec, jobs: list, found: dict, seeds: list[int], command: s
             records[j.row.id].append(job_record(j.row, r))
     summaries = [RowSummary(row, len(records[rid]), records[rid]) for rid, row in rows.items()]
     fill(spec, summaries)
-    md = render(spec, summaries, seeds, missing, command, results_dir or f"results/{spec.name}")
+    checked = paper_orderings.check(spec, summaries)
+    md = render(spec, summaries, seeds, missing, command, results_dir or f"results/{spec.name}", checked)
     summary = pl.DataFrame([{"group": s.row.group, "row": s.row.row, "label": s.row.label, "stage": s.row.stage,
                              "n": s.n, **s.values} for s in summaries], infer_schema_length=None)
     runs = pl.DataFrame([r for rid in rows for r in records[rid]], infer_schema_length=None)
-    return BuiltTable(md, summary, runs, summaries, missing)
+    return BuiltTable(md, summary, runs, summaries, missing, checked)
 
 
 def _teacher_mismatches(summaries: list[RowSummary]) -> list[str]:
@@ -244,7 +247,7 @@ def _teacher_mismatches(summaries: list[RowSummary]) -> list[str]:
 
 
 def render(spec: TableSpec, summaries: list[RowSummary], seeds: list[int], missing: list[str], command: str,
-           results_dir: Path | str) -> str:
+           results_dir: Path | str, checked: list[dict] = ()) -> str:
     cols = spec.cfg.columns
     lines = []
     if spec.cfg.title:
@@ -262,6 +265,7 @@ def render(spec: TableSpec, summaries: list[RowSummary], seeds: list[int], missi
             n = str(s.n) if s.n == len(seeds) else f"{s.n}/{len(seeds)}"
             lines.append("| " + " | ".join([s.row.label, n, *(s.cells.get(c, "") for c in cols)]) + " |")
         lines.append("")
+    lines += paper_orderings.render(list(checked))
     notes = [f"Mean ± std over seeds {', '.join(map(str, seeds))} (test split)."]
     if spec.claim is not None and "claim" in cols:
         cl = spec.claim
@@ -284,7 +288,7 @@ def render(spec: TableSpec, summaries: list[RowSummary], seeds: list[int], missi
 
 
 def write(built: BuiltTable, spec: TableSpec, out: Path) -> list[Path]:
-    """table.md, table.csv, runs.csv and a Pareto plot per group into ``out``."""
+    """table.md, table.csv, runs.csv, orderings.csv and a Pareto plot per group into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "table.md", out / "table.csv"]
     atomic_write_text(out / "table.md", built.markdown)
@@ -292,6 +296,10 @@ def write(built: BuiltTable, spec: TableSpec, out: Path) -> list[Path]:
     if built.runs.height:
         atomic_write_text(out / "runs.csv", built.runs.write_csv())
         written.append(out / "runs.csv")
+    if built.orderings:
+        rows = [{**r, "seeds": " ".join(map(str, r["seeds"]))} for r in built.orderings]
+        atomic_write_text(out / "orderings.csv", pl.DataFrame(rows, infer_schema_length=None).write_csv())
+        written.append(out / "orderings.csv")
     metric = next((check_column(c, spec.name)[1] for c in spec.cfg.columns if c.startswith("test:")), None)
     if metric is None:
         return written

@@ -13,6 +13,8 @@ the ratios refer to (``teacher``) and the row paired t-tests compare against (``
     teacher: teacher
     baseline: alone
     columns: [test:auc, delta:auc, ratio:flops, ttest:auc]
+    orderings:                                   # optional: a paper's "A beats B", checked per group
+      - {better: kd_dagfm, worse: alone, source: KD-DAGFM paper}
 
 ``{group}`` and a group's ``vars`` are substituted in a row's overrides and label.
 """
@@ -75,6 +77,20 @@ class ClaimConfig:
 
 
 @dataclass
+class OrderingConfig:
+    """A paper's claim that row ``better`` beats row ``worse`` (row ids, in every group that has
+    both, or the groups in ``only``), checked by a paired t-test over seeds on ``metric`` (default:
+    the metric of the table's first ``ttest:`` column, else of its first ``test:`` column)."""
+
+    better: str
+    worse: str
+    source: str = ""  # whose claim: "DE-RRD paper"
+    metric: str | None = None
+    text: str = ""  # how the ordering reads (default: "<better label> > <worse label>")
+    only: list[str] | None = None
+
+
+@dataclass
 class TableConfig:
     rows: list
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3], metadata=ge(0))
@@ -86,6 +102,7 @@ class TableConfig:
     baseline: str | None = None
     columns: list[str] = field(default_factory=lambda: ["test:auc", "flops"])
     claim: dict | None = None
+    orderings: list = field(default_factory=list)
     latency_threads: int = field(default=1, metadata=ge(1))
     notes: str = ""
     # copy each teacher a teacher row trains into paths.teacher_store, to be committed with the
@@ -115,6 +132,7 @@ class TableSpec:
     cfg: TableConfig
     rows: list[Row]
     claim: ClaimConfig | None
+    orderings: list[OrderingConfig] = field(default_factory=list)
 
     @property
     def groups(self) -> list[tuple[str | None, str]]:
@@ -225,4 +243,19 @@ def load_table(name: str) -> TableSpec:
             expanded.append(Row(rid, r.id, gid, (g.label or g.id) if g else "", _fill(r.label or r.id, values, w),
                                 r.stage, overrides, teacher if teacher != rid else None,
                                 baseline if baseline != rid else None))
-    return TableSpec(path.stem, path, cfg, expanded, claim)
+    orderings = [build_dataclass(OrderingConfig, o if isinstance(o, dict) else {"bad": o}, f"{where} orderings[{i}]")
+                 for i, o in enumerate(cfg.orderings or [])]
+    default_metric = next((check_column(c, where)[1] for kind in ("ttest", "test") for c in cfg.columns
+                           if str(c).startswith(f"{kind}:")), None)
+    for i, o in enumerate(orderings):
+        w = f"{where} orderings[{i}]"
+        for ref in (o.better, o.worse):
+            if ref not in row_ids:
+                raise ConfigError(f"{w}: names no row: {ref!r}; rows: {sorted(row_ids)}")
+        unknown = sorted(set(o.only or []) - group_ids)
+        if unknown:
+            raise ConfigError(f"{w}: only names unknown group(s) {unknown}; groups: {sorted(group_ids)}")
+        o.metric = o.metric or default_metric
+        if o.metric is None:
+            raise ConfigError(f"{w}: needs a metric (the table has no test: or ttest: column to take it from)")
+    return TableSpec(path.stem, path, cfg, expanded, claim, orderings)
