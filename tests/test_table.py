@@ -240,6 +240,23 @@ def test_paper_orderings_are_paired_tests_in_the_metrics_direction(tmp_path):
     assert (tmp_path / "out" / "orderings.csv") in written
 
 
+def test_paper_orderings_are_checked_per_group_that_has_both_rows(tmp_path):
+    spec = load_table(_yaml(tmp_path, {**GROUPED, "orderings": [
+        {"better": "kd", "worse": "alone"}, {"better": "kd", "worse": "alone", "only": ["b"]},
+        {"better": "extra", "worse": "alone"}]}))
+    jobs, found = [], {}
+    for row in spec.rows:
+        for seed in (1, 2):
+            j = _job(row, seed, None)
+            jobs.append(j)
+            found[j] = _result(seed, {"auc": 0.9 + 0.01 * seed + (0.02 if row.row == "kd" else 0.0)})
+    built = report_table.build(spec, jobs, found, [1, 2], "x")
+    assert [(r["group"], r["better"]) for r in built.orderings] == [("a", "kd"), ("b", "kd"), ("b", "kd"), ("b", "extra")]
+    assert all(r["diff"] == pytest.approx(0.02) for r in built.orderings[:3])
+    assert built.orderings[0]["p"] < 1e-6 and built.orderings[0]["reading"].startswith("**holds**")
+    assert "| A | FM + KD in a > FM alone |" in built.markdown  # the group's label, the rows' labels
+
+
 def _results(root: Path) -> dict[str, dict]:
     return {str(p.relative_to(root)): json.loads(p.read_text()) for p in sorted(root.rglob("*.json"))}
 
