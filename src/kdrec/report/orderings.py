@@ -5,7 +5,7 @@ table, so the docs' list of which orderings hold is regenerated with the numbers
 
 from __future__ import annotations
 
-from kdrec.report.significance import paired_t
+from kdrec.report.significance import paired_by_seed
 from kdrec.table.spec import TableSpec
 
 # metrics where lower is better; every other metric counts higher as better
@@ -14,7 +14,8 @@ SIGNIFICANT = 0.05
 
 
 def reading(n: int, diff: float, p: float) -> str:
-    """``diff``: better row minus worse row, signed so that > 0 means the ordering's direction."""
+    """``diff``: better row minus worse row, signed so that > 0 means the ordering's direction
+    (nan, and not read, when ``n`` is 0)."""
     if n == 0:
         return "no seed of both rows yet"
     if diff == 0:
@@ -41,17 +42,18 @@ def check(spec: TableSpec, summaries: list) -> list[dict]:
             b = by_id.get(f"{g}/{o.worse}" if g else o.worse)
             if a is None or b is None:
                 continue  # a row the group does not have
-            x, y = a.by_seed(key), b.by_seed(key)
-            seeds = sorted(set(x) & set(y))
-            t = paired_t([sign * x[k] for k in seeds], [sign * y[k] for k in seeds])
-            diff = t["diff_mean"] if seeds else float("nan")
+            # signed so that > 0 is the ordering's direction whichever way the metric improves
+            x = {k: sign * v for k, v in a.by_seed(key).items()}
+            y = {k: sign * v for k, v in b.by_seed(key).items()}
+            seeds, t = paired_by_seed(x, y)
+            n = len(seeds)
             out.append({"group": g, "group_label": a.row.group_label, "better": o.better, "worse": o.worse,
                         "text": o.text or f"{a.row.label} > {b.row.label}", "source": o.source,
-                        "metric": o.metric, "n": len(seeds), "seeds": seeds,
-                        "diff": sign * diff if seeds else None,
-                        "agree": sum(sign * (x[k] - y[k]) > 0 for k in seeds),
-                        "p": t["p"] if len(seeds) > 1 else None,
-                        "reading": reading(len(seeds), diff if seeds else 0.0, t["p"])})
+                        "metric": o.metric, "n": n, "seeds": seeds,
+                        "diff": sign * t["diff_mean"] if n else None,  # in the metric's own units
+                        "agree": sum(x[k] > y[k] for k in seeds),
+                        "p": t["p"] if n > 1 else None,
+                        "reading": reading(n, t["diff_mean"], t["p"])})
     return out
 
 

@@ -71,6 +71,12 @@ def paired_t(a: list[float], b: list[float]) -> dict:
     return {"n": n, "diff_mean": mean, "diff_std": sd, "t": t, "p": t_two_sided_p(t, n - 1)}
 
 
+def paired_by_seed(x: dict[int, float], y: dict[int, float]) -> tuple[list[int], dict]:
+    """The seeds both ``x`` and ``y`` (seed -> value) have, and :func:`paired_t` of x - y over them."""
+    seeds = sorted(set(x) & set(y))
+    return seeds, paired_t([x[k] for k in seeds], [y[k] for k in seeds])
+
+
 def paired_tests(df: pl.DataFrame, metrics: list[str]) -> pl.DataFrame:
     """One row per (student config with a ``distiller=none`` twin, metric)."""
     if "baseline" not in df.columns:
@@ -112,4 +118,4 @@ def render_markdown(tests: pl.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["betainc", "t_two_sided_p", "paired_t", "paired_tests", "render_markdown"]
+__all__ = ["betainc", "t_two_sided_p", "paired_t", "paired_by_seed", "paired_tests", "render_markdown"]

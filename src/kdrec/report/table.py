@@ -15,7 +15,7 @@ import polars as pl
 from kdrec.artifacts import atomic_write_text
 from kdrec.errors import KdrecError
 from kdrec.report import orderings as paper_orderings
-from kdrec.report.significance import paired_t
+from kdrec.report.significance import paired_by_seed
 from kdrec.table.spec import Row, TableSpec, check_column
 
 COST_KEYS = ("flops_per_sample", "params", "dense_params", "embedding_params")
@@ -141,10 +141,8 @@ def fill(spec: TableSpec, summaries: list[RowSummary]) -> None:
             elif kind == "ttest":
                 c[col] = ""
                 if base is not None:
-                    x, y = s.by_seed(f"test_{arg}"), base.by_seed(f"test_{arg}")
-                    seeds = sorted(set(x) & set(y))
+                    seeds, t = paired_by_seed(s.by_seed(f"test_{arg}"), base.by_seed(f"test_{arg}"))
                     if seeds:
-                        t = paired_t([x[k] for k in seeds], [y[k] for k in seeds])
                         v[f"ttest_{arg}_diff"], v[f"ttest_{arg}_p"], v[f"ttest_{arg}_n"] = t["diff_mean"], t["p"], t["n"]
                         c[col] = f"{t['diff_mean']:+.4f}" + (f" (p {t['p']:.3g})" if t["p"] == t["p"] else f" (n {t['n']})")
             elif kind == "flops":
@@ -247,7 +245,7 @@ def _teacher_mismatches(summaries: list[RowSummary]) -> list[str]:
 
 
 def render(spec: TableSpec, summaries: list[RowSummary], seeds: list[int], missing: list[str], command: str,
-           results_dir: Path | str, checked: list[dict] = ()) -> str:
+           results_dir: Path | str, checked: list[dict] | None = None) -> str:
     cols = spec.cfg.columns
     lines = []
     if spec.cfg.title:
@@ -265,7 +263,7 @@ def render(spec: TableSpec, summaries: list[RowSummary], seeds: list[int], missi
             n = str(s.n) if s.n == len(seeds) else f"{s.n}/{len(seeds)}"
             lines.append("| " + " | ".join([s.row.label, n, *(s.cells.get(c, "") for c in cols)]) + " |")
         lines.append("")
-    lines += paper_orderings.render(list(checked))
+    lines += paper_orderings.render(checked or [])
     notes = [f"Mean ± std over seeds {', '.join(map(str, seeds))} (test split)."]
     if spec.claim is not None and "claim" in cols:
         cl = spec.claim
