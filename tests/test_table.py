@@ -269,6 +269,7 @@ def test_smoke_table_runs_resumes_and_rebuilds_from_results(cli, outputs, tmp_pa
     assert len(res) == 4
     for name, r in res.items():
         assert {"row", "seed", "overrides", "signature", "metrics", "versions", "seconds", "git"} <= set(r)
+        assert r["threads"] == 1  # 2 threads split between 2 workers
         assert r["metrics"]["test"]["auc"] > 0.5 and f"seed{r['seed']}-{r['signature']}.json" in name
         assert f"seed={r['seed']}" in r["overrides"] and "experiment=smoke" in r["overrides"]
         if r["row"] == "kd":
@@ -300,7 +301,7 @@ def test_smoke_table_runs_resumes_and_rebuilds_from_results(cli, outputs, tmp_pa
 
     # other overrides: other jobs, none of these results counted
     dry = cli("table", "smoke", "dataset.num_rows=6000", "--dry-run")
-    assert dry.stdout.count("to run ") == 4 and "done" not in dry.stdout
+    assert dry.stdout.count("to run ") == 4 and "4 jobs: 0 done, 0 running elsewhere, 4 to run" in dry.stdout
     # a finished run whose result file was lost (the table was killed between the two) is not rerun
     lost = next(res_root.glob("kd/seed2-*.json"))
     lost.unlink()
@@ -428,10 +429,12 @@ def test_seconds_per_job_count_a_resumed_jobs_earlier_runs():
     loop's training seconds carry over the resume, so the table takes the larger of the two."""
     resumed = {"seconds": 389.0, "metrics": {"train_seconds": 6197.7}}
     fresh = {"seconds": 295.9, "metrics": {"train_seconds": 231.5}}
-    assert report_table.job_seconds(resumed) == 6197.7
-    assert report_table.job_seconds(fresh) == 295.9
-    assert report_table.job_seconds({"seconds": None, "metrics": {"train_seconds": 10.0}}) is None
-    assert report_table.job_seconds({"seconds": 4.0}) == 4.0
+    from kdrec.table.results import job_seconds
+
+    assert job_seconds(resumed) == 6197.7
+    assert job_seconds(fresh) == 295.9
+    assert job_seconds({"seconds": None, "metrics": {"train_seconds": 10.0}}) is None
+    assert job_seconds({"seconds": 4.0}) == 4.0
 
 
 def test_a_result_names_the_source_tree_its_job_started_from(tmp_path, monkeypatch):
@@ -445,3 +448,33 @@ def test_a_result_names_the_source_tree_its_job_started_from(tmp_path, monkeypat
     started = {"commit": "at-the-start", "dirty": False}
     assert results.from_run(job, 1.0, git=started)["git"] == started
     assert results.from_run(job, None)["git"]["commit"] == "at-the-end"  # found finished: read now
+
+
+def test_dry_run_states_and_estimates_from_the_rows_finished_seeds(outputs):
+    """A job is done (result file), running (another process holds its lock) or to run; a job
+    left is estimated by the median cost of its row's finished seeds, a resumed job by its
+    training seconds; rows without a finished seed are named as such."""
+    from filelock import FileLock
+
+    from kdrec.table import results, status
+
+    p = plan(load_table("smoke"), [], seeds=[1, 2, 3])
+    job = {(j.row.id, j.seed): j for j in p.jobs}
+    for seed, wall, train in ((1, 100.0, 90.0), (2, 50.0, 400.0)):  # seed 2 resumed: 400 s in all
+        results.save(job[("teacher", seed)].result_path,
+                     {"seconds": wall, "threads": 1, "metrics": {"test": {"auc": 0.6}, "train_seconds": train}})
+    job[("kd", 1)].run_dir.parent.mkdir(parents=True)
+    with FileLock(str(job[("kd", 1)].lock_path)):  # as a `kdrec table` running it elsewhere would
+        states = {(s.job.row.id, s.job.seed): s for s in status.job_states(p)}
+    assert [states[("teacher", s)].state for s in (1, 2, 3)] == ["done", "done", "to run"]
+    assert states[("kd", 1)].state == "running" and states[("kd", 2)].state == "to run"
+    assert states[("teacher", 2)].seconds == 400.0
+    est = states[("teacher", 3)].estimate
+    assert est.seconds == 250.0 and est.seeds == 2 and est.threads == {1}  # median of 100 and 400
+    assert states[("kd", 1)].estimate is None
+    assert "~4 min (median of 2 finished seeds, 1 thread)" in status.describe(states[("teacher", 3)])
+    line = status.summary(list(states.values()))
+    assert line.startswith("6 jobs: 2 done, 1 running elsewhere, 3 to run; left: ~4 min")
+    assert "no estimate for row(s) kd (3 job(s))" in line
+    # the lock is free again: the job is to run
+    assert status.job_states(p)[[j for j in p.jobs].index(job[("kd", 1)])].state == "to run"

@@ -61,7 +61,7 @@ def table(name: str = typer.Argument(..., help="a table of conf/table/ (kd_dagfm
           seeds: list[str] = typer.Option(None, "--seeds", help="seeds instead of the table's (comma-separated or repeated)"),
           rows: list[str] = typer.Option(None, "--rows", help="only these rows: ids or glob patterns (comma-separated or repeated)"),
           latency: str = typer.Option("missing", help="missing: measure rows without latency; all: measure again; skip"),
-          dry_run: bool = typer.Option(False, "--dry-run", help="list the jobs and whether they are done; run nothing"),
+          dry_run: bool = typer.Option(False, "--dry-run", help="list each job (done, running elsewhere, to run) and the job-hours left, estimated from each row's finished seeds; run nothing"),
           out: str = typer.Option(None, help="where table.md/.csv and pareto*.png go (default: <outputs>/tables/NAME)"),
           docs: str = typer.Option(None, help="also write the table into this markdown file, between its "
                                               "'<!-- kdrec table NAME -->' and '<!-- /kdrec table NAME -->' lines")) -> None:

@@ -16,6 +16,7 @@ from kdrec.artifacts import atomic_write_text
 from kdrec.errors import KdrecError
 from kdrec.report import orderings as paper_orderings
 from kdrec.report.significance import paired_by_seed
+from kdrec.table.results import job_seconds
 from kdrec.table.spec import Row, TableSpec, check_column
 
 COST_KEYS = ("flops_per_sample", "params", "dense_params", "embedding_params")
@@ -27,17 +28,6 @@ def _mean(xs: list[float]) -> float | None:
 
 def _std(xs: list[float]) -> float | None:
     return statistics.stdev(xs) if len(xs) > 1 else None
-
-
-def job_seconds(result: dict) -> float | None:
-    """What a job costs: its wall seconds, or its training seconds where those are larger: a job
-    resumed from a checkpoint, or one that found its teacher already trained by another job,
-    records only its own last run's wall time (the fit loop's seconds carry over a resume)."""
-    wall = result.get("seconds")
-    train = (result.get("metrics") or {}).get("train_seconds")
-    if wall is None or not isinstance(train, (int, float)):
-        return wall
-    return max(float(wall), float(train))
 
 
 def job_record(row: Row, result: dict) -> dict:

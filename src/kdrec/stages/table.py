@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from kdrec.errors import KdrecError
 from kdrec.report import table as report_table
-from kdrec.table import results
+from kdrec.table import results, status
 from kdrec.table.jobs import plan as make_plan
 from kdrec.table.runner import is_done, measure_latency, run_jobs
 from kdrec.table.spec import load_table
@@ -51,9 +51,10 @@ def run(name: str, overrides: list[str], workers: int = 1, threads: int = 0, fro
     spec = load_table(name)
     plan = make_plan(spec, list(overrides), _seeds(seeds), _split(rows) or None)
     if dry_run:
-        for j in plan.jobs:
-            state = "done" if results.load(j.result_path) or (j.run_dir / "metrics.json").is_file() else "to run"
-            say(f"{state:7s} {j.name}: kdrec {j.stage} {' '.join(j.overrides)} seed={j.seed}  [{j.signature}]")
+        states = status.job_states(plan)
+        for s in states:
+            say(status.describe(s))
+        say(status.summary(states))
         return 0
     failed: list = []
     notes: list[str] = []

@@ -39,6 +39,11 @@ class Job:
     def stage(self) -> str:
         return self.row.stage
 
+    @property
+    def lock_path(self) -> Path:
+        """Held (an OS file lock) by the process that runs the job."""
+        return Path(str(self.run_dir) + ".lock")
+
     def identity_overrides(self) -> list[str]:
         return [o for o in self.overrides if not o.lstrip("+~").startswith(MACHINE_PREFIXES)] + [f"seed={self.seed}"]
 

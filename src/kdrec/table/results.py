@@ -66,10 +66,11 @@ def read_json(path: Path, what: str) -> dict:
     return obj
 
 
-def from_run(job: Job, seconds: float | None, git: dict | None = None) -> dict:
+def from_run(job: Job, seconds: float | None, git: dict | None = None, threads: int | None = None) -> dict:
     """The result record of a finished job, from its run directory's metrics.json. ``git``: the
     source tree when the job started, which is what its process ran (read now if not given: a
-    run directory found finished)."""
+    run directory found finished). ``threads``: the torch threads it ran with (what its
+    ``seconds`` depend on; None where unknown)."""
     m = read_json(job.run_dir / "metrics.json", "metrics file")
     flops = m.pop("flops", None) or {}
     teacher = _strip(m.pop("teacher", None))
@@ -79,9 +80,20 @@ def from_run(job: Job, seconds: float | None, git: dict | None = None) -> dict:
             "model": m.get("model"), "distiller": m.get("distiller"), "dataset": m.get("dataset"),
             "metrics": _strip(m), "teacher": teacher,
             "flops": {k: v for k, v in flops.items() if k in ("student", "teacher")},
-            "latency": None, "seconds": seconds,
+            "latency": None, "seconds": seconds, "threads": threads,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **environment(),
             **({"git": git} if git is not None else {})}
+
+
+def job_seconds(result: dict) -> float | None:
+    """What a job costs: its wall seconds, or its training seconds where those are larger: a job
+    resumed from a checkpoint, or one that found its teacher already trained by another job,
+    records only its own last run's wall time (the fit loop's seconds carry over a resume)."""
+    wall = result.get("seconds")
+    train = (result.get("metrics") or {}).get("train_seconds")
+    if wall is None or not isinstance(train, (int, float)):
+        return wall
+    return max(float(wall), float(train))
 
 
 def load(path: Path) -> dict | None:

@@ -141,7 +141,7 @@ class Launcher:
 def claim_job(job: Job) -> FileLock | None:
     """The job's lock (held while it runs), or None if another process holds it."""
     job.run_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(job.run_dir) + ".lock", is_singleton=False, thread_local=False)
+    lock = FileLock(str(job.lock_path), is_singleton=False, thread_local=False)
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -222,7 +222,7 @@ def run_jobs(plan: Plan, workers: int, threads: int, say) -> Outcome:
             secs = time.time() - t0
             ok = rc == 0 and (job.run_dir / "metrics.json").is_file()
             if ok:
-                record = results.from_run(job, seconds=round(secs, 1), git=git)
+                record = results.from_run(job, seconds=round(secs, 1), git=git, threads=threads)
                 if plan.spec.cfg.store_teachers and job.stage == "pretrain-teacher" and plan.teacher_store:
                     entry = store_teacher(job, plan.teacher_store)
                     say(f"  teacher stored: {entry} (commit it with the results)")

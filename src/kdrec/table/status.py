@@ -1,0 +1,109 @@
+"""`kdrec table NAME --dry-run`: each job's state (done, running in another process, to run) and
+what the jobs left will cost, estimated from the finished seeds of their own rows, so that a grid
+can be planned (jobs x hours) before it is started and checked while it runs."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+from filelock import FileLock, Timeout
+
+from kdrec.table import results
+from kdrec.table.jobs import Job, Plan
+
+DONE, RUNNING, TO_RUN = "done", "running", "to run"
+
+
+def held_elsewhere(job: Job) -> bool:
+    """Whether another process holds the job's lock (runs it now). Tried, never waited for; a
+    lock file alone says nothing (the OS lock goes with its process)."""
+    if not job.lock_path.is_file():
+        return False
+    lock = FileLock(str(job.lock_path), is_singleton=False, thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+@dataclass(frozen=True)
+class Estimate:
+    seconds: float  # median over the row's finished seeds
+    seeds: int  # how many finished seeds it comes from
+    threads: frozenset  # the torch threads those seeds ran with (None: not recorded)
+
+
+@dataclass(frozen=True)
+class JobState:
+    job: Job
+    state: str
+    seconds: float | None  # a finished job's own cost
+    estimate: Estimate | None  # a job left's expected cost
+
+
+def row_estimates(finished: dict[Job, dict]) -> dict[str, Estimate]:
+    by_row: dict[str, list[dict]] = {}
+    for job, r in finished.items():
+        if results.job_seconds(r) is not None:
+            by_row.setdefault(job.row.id, []).append(r)
+    return {row: Estimate(statistics.median(results.job_seconds(r) for r in rs), len(rs),
+                          frozenset(r.get("threads") for r in rs))
+            for row, rs in by_row.items()}
+
+
+def job_states(plan: Plan) -> list[JobState]:
+    finished = {j: r for j in plan.jobs if (r := results.load(j.result_path)) is not None}
+    estimates = row_estimates(finished)
+    out = []
+    for j in plan.jobs:
+        if j in finished:
+            out.append(JobState(j, DONE, results.job_seconds(finished[j]), None))
+        else:
+            state = DONE if (j.run_dir / "metrics.json").is_file() else RUNNING if held_elsewhere(j) else TO_RUN
+            out.append(JobState(j, state, None, estimates.get(j.row.id) if state != DONE else None))
+    return out
+
+
+def hours(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _threads(ts: frozenset) -> str:
+    known = sorted(t for t in ts if t is not None)
+    if not known:
+        return "threads not recorded"
+    return f"{'/'.join(map(str, known))} thread{'s' if known != [1] else ''}" + (
+        " (some not recorded)" if None in ts else "")
+
+
+def describe(s: JobState) -> str:
+    j = s.job
+    line = f"{s.state:7s} {j.name}: kdrec {j.stage} {' '.join(j.overrides)} seed={j.seed}  [{j.signature}]"
+    if s.state == DONE:
+        return line + (f"  {hours(s.seconds)}" if s.seconds is not None else "")
+    if s.estimate is None:
+        return line + "  no finished seed of its row to estimate from"
+    e = s.estimate
+    seeds = f"{e.seeds} finished seed{'s' * (e.seeds > 1)}"
+    return line + f"  ~{hours(e.seconds)} (median of {seeds}, {_threads(e.threads)})"
+
+
+def summary(states: list[JobState]) -> str:
+    """One line: counts, and the job-hours left (a running job counted in full: its progress is
+    in its own checkpoint)."""
+    n = {k: sum(s.state == k for s in states) for k in (DONE, RUNNING, TO_RUN)}
+    left = [s for s in states if s.state != DONE]
+    known = [s.estimate.seconds for s in left if s.estimate is not None]
+    unknown = sorted({s.job.row.id for s in left if s.estimate is None})
+    text = f"{len(states)} jobs: {n[DONE]} done, {n[RUNNING]} running elsewhere, {n[TO_RUN]} to run"
+    if left:
+        text += (f"; left: ~{hours(sum(known))} of jobs by the wall time of their rows' finished seeds"
+                 " (as recorded, whatever else ran on that machine then)")
+        if unknown:
+            text += f"; no estimate for row(s) {', '.join(unknown)} ({len(left) - len(known)} job(s))"
+    return text
