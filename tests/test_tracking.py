@@ -139,3 +139,23 @@ def test_every_logger_yaml_names_a_registered_logger(compose_cfg):
     conf = Path(config_dir()) / "logger"
     named = {compose_cfg(f"logger={p.stem}").logger.name for p in conf.glob("*.yaml")}
     assert named == set(LOGGERS.names()) == {"csv", "tensorboard", "mlflow", "none"}
+
+
+def test_csv_of_a_resumed_run_continues_the_earlier_rows(tmp_path):
+    """A resumed run keeps the epochs its earlier runs logged (another phase's too); an epoch
+    logged again replaces that phase's rows from it on; a run that does not resume starts over."""
+    from kdrec.tracking.backends.plain import CsvLogger
+
+    path = tmp_path / "epochs.csv"
+    first = CsvLogger(path)
+    first.log_epoch("teacher/train", 1, {"train_loss": 0.9})
+    for e in (1, 2, 3):  # epoch 3 was logged, but the run died before its checkpoint
+        first.log_epoch("distill", e, {"train_loss": 1.0 / e})
+    resumed = CsvLogger(path, resume=True)
+    resumed.log_epoch("distill", 3, {"train_loss": 0.3, "valid_auc": 0.7})  # a column first seen now
+    resumed.log_epoch("distill", 4, {"train_loss": 0.25})
+    rows = [(r["phase"], int(r["epoch"]), r["train_loss"], r["valid_auc"]) for r in read_epochs(tmp_path)]
+    assert rows == [("teacher/train", 1, "0.9", ""), ("distill", 1, "1.0", ""), ("distill", 2, "0.5", ""),
+                    ("distill", 3, "0.3", "0.7"), ("distill", 4, "0.25", "")]
+    CsvLogger(path).log_epoch("distill", 1, {"train_loss": 2.0})
+    assert [(r["phase"], r["epoch"]) for r in read_epochs(tmp_path)] == [("distill", "1")]

@@ -108,7 +108,7 @@ class MlflowLogger(RunLogger):
 
     @classmethod
     def open(cls, conf: MlflowConfig, info: RunInfo):
-        return [cls(conf, info), *([CsvLogger(info.out / "epochs.csv")] if conf.epochs_csv else [])]
+        return [cls(conf, info), *([CsvLogger.for_run(info)] if conf.epochs_csv else [])]
 
     def _log_params(self, cfg: DictConfig) -> None:
         from mlflow.entities import Param

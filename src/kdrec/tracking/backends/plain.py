@@ -21,18 +21,30 @@ class CsvLogger(RunLogger):
     """Columns ``phase, epoch`` then every figure in first-seen order (``train_loss``, ``lr``,
     ``epoch_seconds``, ``valid_<metric>``: empty on epochs without validation). The file is
     rewritten whole, atomically, after each epoch: it is never half-written, and a figure first
-    seen late still gets its column."""
+    seen late still gets its column. A resumed run (``resume=true``) continues the file its
+    earlier runs wrote; an epoch logged again (one its checkpoint did not keep) replaces the
+    earlier rows of that phase from that epoch on."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, resume: bool = False):
         self.path = path
         self.rows: list[dict] = []
         self.columns: dict[str, None] = {"phase": None, "epoch": None}
+        if resume and path.is_file():
+            with open(path, newline="") as fh:
+                reader = csv.DictReader(fh)
+                self.columns.update(dict.fromkeys(reader.fieldnames or []))
+                self.rows = list(reader)
+
+    @classmethod
+    def for_run(cls, info: RunInfo, filename: str = "epochs.csv") -> "CsvLogger":
+        return cls(info.out / filename, resume=bool(info.cfg.get("resume", False)))
 
     @classmethod
     def open(cls, conf: CsvConfig, info: RunInfo):
-        return [cls(info.out / conf.filename)]
+        return [cls.for_run(info, conf.filename)]
 
     def log_epoch(self, phase: str, epoch: int, metrics: dict[str, float]) -> None:
+        self.rows = [r for r in self.rows if r["phase"] != phase or int(r["epoch"]) < epoch]
         row = {"phase": phase, "epoch": epoch, **metrics}
         self.columns.update(dict.fromkeys(row))
         self.rows.append(row)

@@ -37,7 +37,7 @@ class TensorBoardLogger(RunLogger):
     @classmethod
     def open(cls, conf: TensorBoardConfig, info: RunInfo):
         log_dir = Path(conf.log_dir) if conf.log_dir else info.out / "tensorboard"
-        return [cls(log_dir, info), *([CsvLogger(info.out / "epochs.csv")] if conf.epochs_csv else [])]
+        return [cls(log_dir, info), *([CsvLogger.for_run(info)] if conf.epochs_csv else [])]
 
     def log_epoch(self, phase: str, epoch: int, metrics: dict[str, float]) -> None:
         for k, v in metrics.items():
