@@ -463,7 +463,8 @@ def test_dry_run_states_and_estimates_from_the_rows_finished_seeds(outputs):
     for seed, wall, train in ((1, 100.0, 90.0), (2, 50.0, 400.0)):  # seed 2 resumed: 400 s in all
         results.save(job[("teacher", seed)].result_path,
                      {"seconds": wall, "threads": 1, "metrics": {"test": {"auc": 0.6}, "train_seconds": train}})
-    job[("kd", 1)].run_dir.parent.mkdir(parents=True)
+    job[("kd", 1)].run_dir.mkdir(parents=True)
+    (job[("kd", 1)].run_dir / "epochs.csv").write_text("phase,epoch,train_loss\ndistill,6,0.5\ndistill,7,0.4\n")
     with FileLock(str(job[("kd", 1)].lock_path)):  # as a `kdrec table` running it elsewhere would
         states = {(s.job.row.id, s.job.seed): s for s in status.job_states(p)}
     assert [states[("teacher", s)].state for s in (1, 2, 3)] == ["done", "done", "to run"]
@@ -471,7 +472,9 @@ def test_dry_run_states_and_estimates_from_the_rows_finished_seeds(outputs):
     assert states[("teacher", 2)].seconds == 400.0
     est = states[("teacher", 3)].estimate
     assert est.seconds == 250.0 and est.seeds == 2 and est.threads == {1}  # median of 100 and 400
-    assert states[("kd", 1)].estimate is None
+    assert states[("kd", 1)].estimate is None and states[("kd", 1)].progress == "distill epoch 7"
+    assert "at distill epoch 7  no finished seed of its row" in status.describe(states[("kd", 1)])
+    assert states[("kd", 2)].progress is None
     assert "~4 min (median of 2 finished seeds, 1 thread)" in status.describe(states[("teacher", 3)])
     line = status.summary(list(states.values()))
     assert line.startswith("6 jobs: 2 done, 1 running elsewhere, 3 to run; left: ~4 min")

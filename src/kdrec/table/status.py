@@ -4,6 +4,7 @@ can be planned (jobs x hours) before it is started and checked while it runs."""
 
 from __future__ import annotations
 
+import csv
 import statistics
 from dataclasses import dataclass
 
@@ -42,6 +43,21 @@ class JobState:
     state: str
     seconds: float | None  # a finished job's own cost
     estimate: Estimate | None  # a job left's expected cost
+    progress: str | None = None  # a started job's last logged epoch
+
+
+def progress(job: Job) -> str | None:
+    """The last epoch a started (or interrupted) job logged to its run directory's epochs.csv
+    (``logger=csv``, the default), e.g. ``distill epoch 287``; None if it logged none."""
+    path = job.run_dir / "epochs.csv"
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, csv.Error):
+        return None
+    if not rows or not rows[-1].get("epoch"):
+        return None
+    return f"{rows[-1].get('phase', '')} epoch {rows[-1]['epoch']}".strip()
 
 
 def row_estimates(finished: dict[Job, dict]) -> dict[str, Estimate]:
@@ -63,7 +79,9 @@ def job_states(plan: Plan) -> list[JobState]:
             out.append(JobState(j, DONE, results.job_seconds(finished[j]), None))
         else:
             state = DONE if (j.run_dir / "metrics.json").is_file() else RUNNING if held_elsewhere(j) else TO_RUN
-            out.append(JobState(j, state, None, estimates.get(j.row.id) if state != DONE else None))
+            left = state != DONE
+            out.append(JobState(j, state, None, estimates.get(j.row.id) if left else None,
+                                progress(j) if left else None))
     return out
 
 
@@ -86,6 +104,8 @@ def describe(s: JobState) -> str:
     line = f"{s.state:7s} {j.name}: kdrec {j.stage} {' '.join(j.overrides)} seed={j.seed}  [{j.signature}]"
     if s.state == DONE:
         return line + (f"  {hours(s.seconds)}" if s.seconds is not None else "")
+    if s.progress:
+        line += f"  at {s.progress}"
     if s.estimate is None:
         return line + "  no finished seed of its row to estimate from"
     e = s.estimate
