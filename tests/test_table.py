@@ -467,6 +467,8 @@ def test_dry_run_states_and_estimates_from_the_rows_finished_seeds(outputs):
     (job[("kd", 1)].run_dir / "epochs.csv").write_text("phase,epoch,train_loss\ndistill,6,0.5\ndistill,7,0.4\n")
     with FileLock(str(job[("kd", 1)].lock_path)):  # as a `kdrec table` running it elsewhere would
         states = {(s.job.row.id, s.job.seed): s for s in status.job_states(p)}
+        # where /proc/locks cannot be read, the lock is tried instead
+        assert status.held_elsewhere(job[("kd", 1)], None) is True
     assert [states[("teacher", s)].state for s in (1, 2, 3)] == ["done", "done", "to run"]
     assert states[("kd", 1)].state == "running" and states[("kd", 2)].state == "to run"
     assert states[("teacher", 2)].seconds == 400.0
@@ -480,4 +482,5 @@ def test_dry_run_states_and_estimates_from_the_rows_finished_seeds(outputs):
     assert line.startswith("6 jobs: 2 done, 1 running elsewhere, 3 to run; left: ~4 min")
     assert "no estimate for row(s) kd (3 job(s))" in line
     # the lock is free again: the job is to run
+    assert status.held_elsewhere(job[("kd", 1)], None) is False
     assert status.job_states(p)[[j for j in p.jobs].index(job[("kd", 1)])].state == "to run"

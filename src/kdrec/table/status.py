@@ -5,8 +5,10 @@ can be planned (jobs x hours) before it is started and checked while it runs."""
 from __future__ import annotations
 
 import csv
+import os
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 
 from filelock import FileLock, Timeout
 
@@ -16,11 +18,38 @@ from kdrec.table.jobs import Job, Plan
 DONE, RUNNING, TO_RUN = "done", "running", "to run"
 
 
-def held_elsewhere(job: Job) -> bool:
-    """Whether another process holds the job's lock (runs it now). Tried, never waited for; a
-    lock file alone says nothing (the OS lock goes with its process)."""
-    if not job.lock_path.is_file():
+def held_locks() -> set[tuple[int, int, int]] | None:
+    """(device major, minor, inode) of every file lock held on this machine, from /proc/locks
+    (Linux); None where it cannot be read."""
+    try:
+        text = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    held = set()
+    for line in text.splitlines():
+        if "->" in line:  # a process waiting for a lock, not holding it
+            continue
+        for tok in line.split():
+            parts = tok.split(":")
+            if len(parts) == 3 and parts[2].isdigit():
+                try:
+                    held.add((int(parts[0], 16), int(parts[1], 16), int(parts[2])))
+                except ValueError:
+                    pass
+    return held
+
+
+def held_elsewhere(job: Job, locks: set[tuple[int, int, int]] | None) -> bool:
+    """Whether another process holds the job's lock (runs it now). Read from ``locks``
+    (:func:`held_locks`) where there are, so that looking never takes the lock from a table that
+    is about to start the job; elsewhere tried, never waited for. A lock file alone says nothing
+    (the OS lock goes with its process)."""
+    try:
+        st = job.lock_path.stat()
+    except OSError:
         return False
+    if locks is not None:
+        return (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) in locks
     lock = FileLock(str(job.lock_path), is_singleton=False, thread_local=False)
     try:
         lock.acquire(timeout=0)
@@ -73,12 +102,13 @@ def row_estimates(finished: dict[Job, dict]) -> dict[str, Estimate]:
 def job_states(plan: Plan) -> list[JobState]:
     finished = {j: r for j in plan.jobs if (r := results.load(j.result_path)) is not None}
     estimates = row_estimates(finished)
+    locks = held_locks()
     out = []
     for j in plan.jobs:
         if j in finished:
             out.append(JobState(j, DONE, results.job_seconds(finished[j]), None))
         else:
-            state = DONE if (j.run_dir / "metrics.json").is_file() else RUNNING if held_elsewhere(j) else TO_RUN
+            state = DONE if (j.run_dir / "metrics.json").is_file() else RUNNING if held_elsewhere(j, locks) else TO_RUN
             left = state != DONE
             out.append(JobState(j, state, None, estimates.get(j.row.id) if left else None,
                                 progress(j) if left else None))
