@@ -44,6 +44,9 @@ bench: install ## throughput vs FuxiCTR and DeepCTR-Torch on Frappe_x1 (peers in
 table: install ## a results table: make table NAME=smoke [WORKERS=2] [ARGS="overrides / --from-results"]
 	$(KDREC) table $(NAME) --workers $(WORKERS) $(ARGS)
 
+table-plan: install ## what a table has left: each job done / running / to run, the job-hours left (NAME=topk_gowalla)
+	$(KDREC) table $(NAME) --dry-run $(ARGS)
+
 kd-dagfm-table: install ## KD-DAGFM table on Frappe_x1 (6 presets x 3 seeds; resumes from results/; ARGS= extra)
 	$(KDREC) table kd_dagfm --workers $(WORKERS) $(ARGS)
 
