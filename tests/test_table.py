@@ -461,8 +461,9 @@ def test_dry_run_states_and_estimates_from_the_rows_finished_seeds(outputs):
     p = plan(load_table("smoke"), [], seeds=[1, 2, 3])
     job = {(j.row.id, j.seed): j for j in p.jobs}
     for seed, wall, train in ((1, 100.0, 90.0), (2, 50.0, 400.0)):  # seed 2 resumed: 400 s in all
-        results.save(job[("teacher", seed)].result_path,
-                     {"seconds": wall, "threads": 1, "metrics": {"test": {"auc": 0.6}, "train_seconds": train}})
+        j = job[("teacher", seed)]
+        results.save(j.result_path, {"overrides": j.identity_overrides(), "seconds": wall, "threads": 1,
+                                     "metrics": {"test": {"auc": 0.6}, "train_seconds": train}})
     job[("kd", 1)].run_dir.mkdir(parents=True)
     (job[("kd", 1)].run_dir / "epochs.csv").write_text("phase,epoch,train_loss\ndistill,6,0.5\ndistill,7,0.4\n")
     with FileLock(str(job[("kd", 1)].lock_path)):  # as a `kdrec table` running it elsewhere would
@@ -480,7 +481,13 @@ def test_dry_run_states_and_estimates_from_the_rows_finished_seeds(outputs):
     assert "~4 min (median of 2 finished seeds, 1 thread)" in status.describe(states[("teacher", 3)])
     line = status.summary(list(states.values()))
     assert line.startswith("6 jobs: 2 done, 1 running elsewhere, 3 to run; left: ~4 min")
-    assert "no estimate for row(s) kd (3 job(s))" in line
+    assert line.endswith("; no estimate for 3 job(s), row(s) kd")
+    # another seed's plan: estimated from the seeds found under the row's results folder
+    other = plan(load_table("smoke"), [], seeds=[7])
+    seven = {s.job.row.id: s for s in status.job_states(other)}
+    assert seven["teacher"].estimate.seconds == 250.0 and seven["kd"].estimate is None
+    # ...but never from a job that differs in more than its seed
+    assert all(s.estimate is None for s in status.job_states(plan(load_table("smoke"), ["dataset.num_rows=6000"])))
     # the lock is free again: the job is to run
     assert status.held_elsewhere(job[("kd", 1)], None) is False
     assert status.job_states(p)[[j for j in p.jobs].index(job[("kd", 1)])].state == "to run"

@@ -16,6 +16,7 @@ from kdrec.table import results
 from kdrec.table.jobs import Job, Plan
 
 DONE, RUNNING, TO_RUN = "done", "running", "to run"
+MAX_NAMED = 8  # rows named in the summary line
 
 
 def held_locks() -> set[tuple[int, int, int]] | None:
@@ -89,19 +90,29 @@ def progress(job: Job) -> str | None:
     return f"{rows[-1].get('phase', '')} epoch {rows[-1]['epoch']}".strip()
 
 
-def row_estimates(finished: dict[Job, dict]) -> dict[str, Estimate]:
-    by_row: dict[str, list[dict]] = {}
-    for job, r in finished.items():
-        if results.job_seconds(r) is not None:
-            by_row.setdefault(job.row.id, []).append(r)
-    return {row: Estimate(statistics.median(results.job_seconds(r) for r in rs), len(rs),
-                          frozenset(r.get("threads") for r in rs))
-            for row, rs in by_row.items()}
+def _identity_but_seed(overrides: list[str]) -> tuple[str, ...]:
+    return tuple(o for o in overrides if not o.startswith("seed="))
+
+
+def row_estimates(jobs: list[Job]) -> dict[str, Estimate]:
+    """Per row: the cost of its finished seeds, every seed found under its results folder (not
+    only the seeds asked for) whose job is the same but for the seed."""
+    out: dict[str, Estimate] = {}
+    for j in {j.row.id: j for j in jobs}.values():
+        same = _identity_but_seed(j.identity_overrides())
+        rs = [r for path in sorted(j.result_path.parent.glob("seed*.json"))
+              if (r := results.load(path)) is not None
+              and _identity_but_seed(r.get("overrides") or []) == same
+              and results.job_seconds(r) is not None]
+        if rs:
+            out[j.row.id] = Estimate(statistics.median(results.job_seconds(r) for r in rs), len(rs),
+                                     frozenset(r.get("threads") for r in rs))
+    return out
 
 
 def job_states(plan: Plan) -> list[JobState]:
     finished = {j: r for j in plan.jobs if (r := results.load(j.result_path)) is not None}
-    estimates = row_estimates(finished)
+    estimates = row_estimates(plan.jobs)
     locks = held_locks()
     out = []
     for j in plan.jobs:
@@ -151,9 +162,10 @@ def summary(states: list[JobState]) -> str:
     known = [s.estimate.seconds for s in left if s.estimate is not None]
     unknown = sorted({s.job.row.id for s in left if s.estimate is None})
     text = f"{len(states)} jobs: {n[DONE]} done, {n[RUNNING]} running elsewhere, {n[TO_RUN]} to run"
-    if left:
+    if known:
         text += (f"; left: ~{hours(sum(known))} of jobs by the wall time of their rows' finished seeds"
                  " (as recorded, whatever else ran on that machine then)")
-        if unknown:
-            text += f"; no estimate for row(s) {', '.join(unknown)} ({len(left) - len(known)} job(s))"
+    if unknown:
+        names = ", ".join(unknown[:MAX_NAMED]) + (f" and {len(unknown) - MAX_NAMED} more" if len(unknown) > MAX_NAMED else "")
+        text += f"; no estimate for {len(left) - len(known)} job(s), row(s) {names}"
     return text
