@@ -159,3 +159,8 @@ def test_csv_of_a_resumed_run_continues_the_earlier_rows(tmp_path):
                     ("distill", 3, "0.3", "0.7"), ("distill", 4, "0.25", "")]
     CsvLogger(path).log_epoch("distill", 1, {"train_loss": 2.0})
     assert [(r["phase"], r["epoch"]) for r in read_epochs(tmp_path)] == [("distill", "1")]
+    # a file that cannot be continued is kept aside, not overwritten, and the log starts afresh
+    path.write_text("phase,epoch\ndistill,two\n")
+    CsvLogger(path, resume=True).log_epoch("distill", 3, {"train_loss": 0.1})
+    assert (tmp_path / "epochs.csv.unreadable").read_text() == "phase,epoch\ndistill,two\n"
+    assert [(r["phase"], r["epoch"]) for r in read_epochs(tmp_path)] == [("distill", "3")]

@@ -94,16 +94,21 @@ def _identity_but_seed(overrides: list[str]) -> tuple[str, ...]:
     return tuple(o for o in overrides if not o.startswith("seed="))
 
 
-def row_estimates(jobs: list[Job]) -> dict[str, Estimate]:
-    """Per row: the cost of its finished seeds, every seed found under its results folder (not
-    only the seeds asked for) whose job is the same but for the seed."""
+def load_rows(jobs: list[Job]) -> dict[Path, dict]:
+    """Every result file under the jobs' row folders (every seed, not only those asked for),
+    each read once."""
+    folders = sorted({j.result_path.parent for j in jobs})
+    return {p: r for f in folders for p in sorted(f.glob("seed*.json")) if (r := results.load(p)) is not None}
+
+
+def row_estimates(jobs: list[Job], loaded: dict[Path, dict]) -> dict[str, Estimate]:
+    """Per row: the cost of its finished seeds, those of ``loaded`` in its folder whose job is the
+    same but for the seed."""
     out: dict[str, Estimate] = {}
     for j in {j.row.id: j for j in jobs}.values():
         same = _identity_but_seed(j.identity_overrides())
-        rs = [r for path in sorted(j.result_path.parent.glob("seed*.json"))
-              if (r := results.load(path)) is not None
-              and _identity_but_seed(r.get("overrides") or []) == same
-              and results.job_seconds(r) is not None]
+        rs = [r for p, r in loaded.items() if p.parent == j.result_path.parent
+              and _identity_but_seed(r.get("overrides") or []) == same and results.job_seconds(r) is not None]
         if rs:
             out[j.row.id] = Estimate(statistics.median(results.job_seconds(r) for r in rs), len(rs),
                                      frozenset(r.get("threads") for r in rs))
@@ -111,18 +116,18 @@ def row_estimates(jobs: list[Job]) -> dict[str, Estimate]:
 
 
 def job_states(plan: Plan) -> list[JobState]:
-    finished = {j: r for j in plan.jobs if (r := results.load(j.result_path)) is not None}
-    estimates = row_estimates(plan.jobs)
+    loaded = load_rows(plan.jobs)
+    estimates = row_estimates(plan.jobs, loaded)
     locks = held_locks()
     out = []
     for j in plan.jobs:
-        if j in finished:
-            out.append(JobState(j, DONE, results.job_seconds(finished[j]), None))
+        if j.result_path in loaded:
+            out.append(JobState(j, DONE, results.job_seconds(loaded[j.result_path]), None))
+        elif (j.run_dir / "metrics.json").is_file():  # finished; its result file is written on the next run
+            out.append(JobState(j, DONE, None, None))
         else:
-            state = DONE if (j.run_dir / "metrics.json").is_file() else RUNNING if held_elsewhere(j, locks) else TO_RUN
-            left = state != DONE
-            out.append(JobState(j, state, None, estimates.get(j.row.id) if left else None,
-                                progress(j) if left else None))
+            state = RUNNING if held_elsewhere(j, locks) else TO_RUN
+            out.append(JobState(j, state, None, estimates.get(j.row.id), progress(j)))
     return out
 
 

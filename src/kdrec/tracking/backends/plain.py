@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from kdrec.artifacts import atomic_write_text
 from kdrec.tracking.base import RunInfo, RunLogger, register_logger
+
+log = logging.getLogger("kdrec")
 
 
 @dataclass
@@ -30,10 +33,23 @@ class CsvLogger(RunLogger):
         self.rows: list[dict] = []
         self.columns: dict[str, None] = {"phase": None, "epoch": None}
         if resume and path.is_file():
+            self._continue(path)
+
+    def _continue(self, path: Path) -> None:
+        """Take over the rows of an earlier run; a file that cannot be read is kept aside (renamed
+        ``<name>.unreadable``), never overwritten, and the log starts afresh."""
+        try:
             with open(path, newline="") as fh:
                 reader = csv.DictReader(fh)
-                self.columns.update(dict.fromkeys(reader.fieldnames or []))
-                self.rows = list(reader)
+                rows = [{**r, "epoch": int(r["epoch"])} for r in reader]
+                fields = reader.fieldnames or []
+        except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError) as exc:
+            aside = path.with_name(path.name + ".unreadable")
+            path.replace(aside)
+            log.warning("%s cannot be continued (%s): kept as %s, a new one is started", path, exc, aside)
+            return
+        self.columns.update(dict.fromkeys(fields))
+        self.rows = rows
 
     @classmethod
     def for_run(cls, info: RunInfo, filename: str = "epochs.csv") -> "CsvLogger":
@@ -44,7 +60,7 @@ class CsvLogger(RunLogger):
         return [cls.for_run(info, conf.filename)]
 
     def log_epoch(self, phase: str, epoch: int, metrics: dict[str, float]) -> None:
-        self.rows = [r for r in self.rows if r["phase"] != phase or int(r["epoch"]) < epoch]
+        self.rows = [r for r in self.rows if r["phase"] != phase or r["epoch"] < epoch]
         row = {"phase": phase, "epoch": epoch, **metrics}
         self.columns.update(dict.fromkeys(row))
         self.rows.append(row)
