@@ -13,6 +13,11 @@ measured in this process (nothing hard-coded).
     # serving: the student's and the teacher's TopKRanker, 1 and 4096 users per request,
     # interleaved rounds (issue 12 item 1); --compare-with times another ranking.py alike
     .venv/bin/python scripts/bench_topk.py serve --experiment topk_gowalla_mf --threads 1 --rounds 15
+    # HetComp's training step (BPR + KD, backward, Adam) on the preset's batches, overall and
+    # listwise loss, its teacher trajectories replaced by random top-K lists (the cost does not
+    # depend on them); PYTHONPATH=<worktree>/src times an earlier commit's HetComp the same way
+    .venv/bin/python scripts/bench_topk.py hetcomp-step --experiment topk_gowalla_mf --threads 1 \
+        --batches 12 -- distiller=hetcomp_gowalla
     # the same past DE's / HTD's temperature annealing (Gumbel-softmax weights one-hot)
     .venv/bin/python scripts/bench_topk.py distill --experiment topk_ml100k --threads 1 --epochs 2 \
         --distillers de de_rrd htd --kd-overrides T_start=1e-4
@@ -108,6 +113,52 @@ def bench_eval(a, cfg) -> dict:
             "dim": model.embed_dim, "threads": torch.get_num_threads(),
             "users": int(task.csr[a.split].nonempty), "items": int(I.shape[0]),
             "eval_s_median": round(statistics.median(ts), 3), "eval_s_all": [round(t, 3) for t in ts]}
+
+
+def bench_hetcomp_step(a, cfg) -> list[dict]:
+    from kdrec.distill.topk.hetcomp import HetComp
+
+    if cfg.distiller.name != "hetcomp":
+        raise SystemExit("hetcomp-step: pass a HetComp distiller, e.g. -- distiller=hetcomp_gowalla")
+    tc = train_config(cfg, cfg.student)
+    bs = a.batch_size or tc.batch_size
+    task = make_task(cfg, bs)
+    torch.manual_seed(0)
+    teacher = build_model(cfg.teacher, task.feature_map, where="teacher").eval()
+    distiller = build_distiller(cfg.distiller)
+    assert isinstance(distiller, HetComp)
+    torch.manual_seed(1)
+    student = distiller.build_student(cfg.student, task.feature_map, teacher)
+    c = distiller.cfg
+    g = torch.Generator().manual_seed(0)
+    lists = torch.cat([torch.rand(min(2048, task.num_users - a), task.num_items, generator=g).topk(c.K, dim=1).indices
+                       for a in range(0, task.num_users, 2048)])  # [U, K] distinct random items per user
+    perms = lists.expand(c.num_ckpt, *lists.shape)  # every checkpoint and teacher alike: cost only
+    distiller._trajectories = lambda: perms.expand(len(c.teachers), *perms.shape)
+    distiller.setup(DistillContext(student, teacher, task, task.device, None, seed=1))
+    (phase,) = distiller.phases(distiller.ctx)
+    opt = torch.optim.Adam(phase.params, lr=tc.lr, weight_decay=tc.weight_decay)
+    n_batches = math.ceil(task.num_rows("train") / bs)
+    rows = []
+    for loss_kind in ("overall", "listwise"):
+        distiller._aux["curriculum"].idx.fill_(0 if loss_kind == "overall" else perms.shape[0] - 1)
+        it = task.train_batches(torch.Generator().manual_seed(0), bs, tc.negatives)
+        times = []
+        for _ in range(a.batches + 2):
+            batch = next(it)
+            t0 = time.perf_counter()
+            loss = phase.loss(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - t0)
+        step = statistics.median(times[2:])  # the first two: warm-up
+        rows.append({"bench": "hetcomp-step", "experiment": a.experiment, "loss": loss_kind,
+                     "threads": torch.get_num_threads(), "batch_size": bs, "items": task.num_items,
+                     "timed_batches": a.batches, "step_ms_median": round(step * 1e3, 1),
+                     "step_ms_all": [round(t * 1e3) for t in times[2:]], "batches_per_epoch": n_batches,
+                     "epoch_train_min": round(step * n_batches / 60, 2)})
+    return rows
 
 
 def load_ranking_module(path: str):
@@ -225,7 +276,7 @@ def bench_distill(a, cfg_base) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("bench", choices=["epoch", "eval", "distill", "serve"])
+    ap.add_argument("bench", choices=["epoch", "eval", "distill", "serve", "hetcomp-step"])
     ap.add_argument("--experiment", default="topk_gowalla_mf")
     ap.add_argument("--role", default="teacher", choices=["teacher", "student"])
     ap.add_argument("--threads", type=int, default=2)
@@ -255,7 +306,8 @@ def main() -> None:
     a.outputs = str(Path(a.outputs).resolve())
     cfg = compose_cfg(a.experiment, a.overrides, a.outputs)
     rows = {"epoch": lambda: [bench_epoch(a, cfg)], "eval": lambda: [bench_eval(a, cfg)],
-            "distill": lambda: bench_distill(a, cfg), "serve": lambda: bench_serve(a, cfg)}[a.bench]()
+            "distill": lambda: bench_distill(a, cfg), "serve": lambda: bench_serve(a, cfg),
+            "hetcomp-step": lambda: bench_hetcomp_step(a, cfg)}[a.bench]()
     for r in rows:
         if a.bench != "distill":
             print(json.dumps(r), flush=True)

@@ -228,25 +228,29 @@ def _hetcomp_reference(u, I, observed, pos, target):
     return overall, listwise
 
 
-def test_hetcomp_losses_match_the_full_matrix_form():
-    """Values and gradients against the textbook form, on scores past the clamp (|s| > 40) and
-    with a target item that is a train item (excluded from every rest)."""
+@pytest.mark.parametrize("chunk,past_clamp", [(None, True), (7, True), (60, True), (7, False)])
+def test_hetcomp_losses_match_the_full_matrix_form(chunk, past_clamp):
+    """Values and gradients against the textbook form, on scores past the clamp (|s| > 40) or
+    all within it, with a target item that is a train item (excluded from every rest), the items
+    in one block or in blocks of 7 (the last one short)."""
     from kdrec.distill.topk.hetcomp import hetcomp_losses
 
     g = torch.Generator().manual_seed(3)
     B, n, d, K = 5, 60, 4, 10
     u0 = torch.randn(B, d, generator=g, dtype=torch.float64) * 2
     I0 = torch.randn(n, d, generator=g, dtype=torch.float64) * 2
-    u0[0] *= 8  # row 0's scores reach past +-40
+    if past_clamp:
+        u0[0] *= 8  # row 0's scores reach past +-40
     observed = torch.rand(B, n, generator=g) < 0.2
     target = torch.stack([torch.randperm(n, generator=g)[:K] for _ in range(B)])
     observed[1, target[1, 7]] = True
     pos = torch.stack([torch.nonzero(observed[b])[:2, 0] for b in range(B)])
-    assert ((u0 @ I0.T).abs() > 40).any()
+    assert ((u0 @ I0.T).abs() > 40).any() == past_clamp
     for which in (0, 1):
         a = [u0.clone().requires_grad_(), I0.clone().requires_grad_()]
         b = [u0.clone().requires_grad_(), I0.clone().requires_grad_()]
-        got = hetcomp_losses(a[0], a[1], torch.nonzero(observed, as_tuple=True), pos, target)[which]
+        got = hetcomp_losses(a[0], a[1], torch.nonzero(observed, as_tuple=True), pos, target,
+                             chunk=chunk)[which]
         want = _hetcomp_reference(b[0], b[1], observed, pos, target)[which]
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
         (got * torch.arange(1.0, B + 1, dtype=got.dtype)).sum().backward()

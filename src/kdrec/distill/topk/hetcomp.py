@@ -247,56 +247,93 @@ def first_positives(indptr: torch.Tensor, items: torch.Tensor, n: int) -> torch.
 SCORE_BOUND = 40.0  # scores are clamped to +-40 (the reference), so exp() neither overflows nor underflows
 
 
+def rest_chunk(n_rows: int, device: torch.device) -> int:
+    """Items per block of ``_RestMass``: on CPU a [rows, chunk] float32 block of ~1 MB, so it
+    stays in cache between the product, the exp and the sums that read it; on a GPU blocks of
+    ~256 MB, so a Gowalla batch is one or two launches per step."""
+    per_block = 2**26 if device.type == "cuda" else 2**18
+    return max(16, per_block // max(n_rows, 1))
+
+
 class _RestMass(torch.autograd.Function):
     """Per row b: ``sum_j exp(clamp(u_b . i_j, -40, 40))`` over the items j outside the excluded
     (row, item) pairs, differentiable in ``u`` and ``I``.
 
-    The [B, n_items] matrix lives in one buffer: exp of the clamped scores, zeroed where excluded,
-    kept for the backward (which scales it in place: the trainer runs each backward once). The
-    autograd form (clamp, masked_fill, a scatter copy and a logsumexp per rest, each with its
-    backward) made ~25 passes over that matrix; on Gowalla (~2,000 users x 40,981 items per batch)
-    it was seconds per step."""
+    The [B, n_items] score matrix is never held whole: items are taken in blocks of ``chunk``
+    (``rest_chunk``), each block's scores made, exponentiated, its excluded pairs zeroed and read
+    twice while it is in cache (the row sums, and ``sum_j e_bj i_j``, which the backward scales by
+    the incoming gradient to give ``du``); the backward makes each block again for ``dI``. On
+    Gowalla (~2,000 users x 40,981 items per batch) one 325 MB buffer read and written ~9 times
+    per step was most of HetComp's step (docs/topk.md, "HetComp's rests")."""
 
     @staticmethod
-    def forward(ctx, u, I, ex_rows, ex_cols):
-        # float32 with autocast off: exp() of bf16 scores would lose the sums, and the backward
-        # pairs the saved buffer with u and I
+    def forward(ctx, u, I, ex_rows, ex_cols, chunk):
+        # float32 with autocast off: exp() of bf16 scores would lose the sums
         with torch.autocast(u.device.type, enabled=False):
             u, I = at_least_float32(u), at_least_float32(I)
-            E = u @ I.T
-            lo, hi = torch.aminmax(E)  # one read and a host sync: clamp (and mask) only when a score is past it
-            ctx.outside = None
-            if bool((hi > SCORE_BOUND) | (lo < -SCORE_BOUND)):
-                ctx.outside = E.abs() > SCORE_BOUND  # clamp passes no gradient there
-                E.clamp_(-SCORE_BOUND, SCORE_BOUND)
-            E.exp_()
-            E[ex_rows, ex_cols] = 0.0
-            ctx.save_for_backward(u, I, E)
-            ctx.used = False
-            return E.sum(1)
+            # Cauchy-Schwarz bounds every score: clamp (and mask its gradient) only when it can bite
+            bound = u.norm(dim=1).max() * I.norm(dim=1).max() if u.numel() and I.numel() else u.new_zeros(())
+            clamp = bool(bound > SCORE_BOUND)  # one host sync per step
+            order = torch.argsort(ex_cols)
+            ex_rows, ex_cols = ex_rows[order], ex_cols[order]
+            starts = torch.arange(0, I.shape[0], chunk, device=I.device)
+            cuts = torch.searchsorted(ex_cols, torch.cat([starts, starts.new_tensor([I.shape[0]])])).tolist()
+            total = u.new_zeros(u.shape[0])
+            weighted = torch.zeros_like(u)  # sum_j e_bj i_j, what du needs
+            for k, e in enumerate(_exp_blocks(u, I, ex_rows, ex_cols, chunk, cuts, clamp, total)):
+                a = k * chunk
+                weighted.addmm_(e, I[a:a + chunk])
+            ctx.save_for_backward(u, I, ex_rows, ex_cols, weighted)
+            ctx.plan = chunk, cuts, clamp
+            return total
 
     @staticmethod
     def backward(ctx, g):
-        if ctx.used:
-            raise RuntimeError("hetcomp rest mass: backward twice through one graph (its buffer is reused)")
-        ctx.used = True
-        u, I, E = ctx.saved_tensors
+        u, I, ex_rows, ex_cols, weighted = ctx.saved_tensors
+        chunk, cuts, clamp = ctx.plan
         with torch.autocast(u.device.type, enabled=False):
-            dS = E.mul_(g.to(E.dtype)[:, None])
-            if ctx.outside is not None:
-                dS.masked_fill_(ctx.outside, 0.0)
-            du = dS @ I if ctx.needs_input_grad[0] else None
-            dI = dS.T @ u if ctx.needs_input_grad[1] else None
-        return du, dI, None, None
+            g = g.to(u.dtype)
+            du = weighted * g[:, None] if ctx.needs_input_grad[0] else None
+            dI = None
+            if ctx.needs_input_grad[1]:
+                gu = u * g[:, None]
+                dI = torch.empty_like(I)
+                for k, e in enumerate(_exp_blocks(u, I, ex_rows, ex_cols, chunk, cuts, clamp, None)):
+                    a = k * chunk
+                    torch.mm(e.T, gu, out=dI[a:a + chunk])
+        return du, dI, None, None, None
+
+
+def _exp_blocks(u, I, ex_rows, ex_cols, chunk, cuts, clamp, total):
+    """Yield each item block's ``exp(clamp(u . i))`` [B, chunk] with its excluded pairs zeroed,
+    and where a score was past the clamp, zeroed after adding the block's row sums to ``total``
+    (the clamp passes no gradient there)."""
+    for k, a in enumerate(range(0, I.shape[0], chunk)):
+        e = u @ I[a:a + chunk].T
+        outside = None
+        if clamp:
+            outside = e.abs() > SCORE_BOUND
+            e.clamp_(-SCORE_BOUND, SCORE_BOUND)
+        e.exp_()
+        lo, hi = cuts[k], cuts[k + 1]
+        if hi > lo:
+            e[ex_rows[lo:hi], ex_cols[lo:hi] - a] = 0.0
+        if total is not None:
+            total += e.sum(1)
+        if outside is not None:
+            e.masked_fill_(outside, 0.0)
+        yield e
 
 
 def hetcomp_losses(u: torch.Tensor, I: torch.Tensor, observed: tuple[torch.Tensor, torch.Tensor],
                    pos: torch.Tensor, target: torch.Tensor, overall: bool = True,
-                   listwise: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                   listwise: bool = True, chunk: int | None = None,
+                   ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Per-row (overall, listwise) losses for user representations ``u`` [B, d] over all items
     ``I`` [n, d], with the batch's train pairs ``observed`` = (rows, items), positives ``pos``
     [B, P] and the ranked target ``target`` [B, K] (distinct items per row); a loss not asked for
-    is None (not computed). Scores are ``clamp(u . i, -40, 40)``.
+    is None (not computed). Scores are ``clamp(u . i, -40, 40)``; ``chunk`` items per block of the
+    all-items pass (None: ``rest_chunk``).
 
     Every "rest" is the unobserved items minus a prefix of the target, so one pass over all items
     gives the smallest (minus the whole target) and the others add the target items after their
@@ -305,7 +342,8 @@ def hetcomp_losses(u: torch.Tensor, I: torch.Tensor, observed: tuple[torch.Tenso
     rows = torch.arange(B, device=u.device)[:, None]
     obs_rows, obs_items = observed
     rest_all = _RestMass.apply(u, I, torch.cat([obs_rows, rows.expand(B, K).reshape(-1)]),
-                               torch.cat([obs_items, target.reshape(-1)]))  # minus observed and target
+                               torch.cat([obs_items, target.reshape(-1)]),  # minus observed and target
+                               chunk or rest_chunk(B, u.device))
 
     def scores(items: torch.Tensor) -> torch.Tensor:
         return (u[:, None, :] * I[items]).sum(-1).clamp(-SCORE_BOUND, SCORE_BOUND)
