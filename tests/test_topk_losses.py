@@ -10,6 +10,7 @@ from kdrec.distill.topk.common import (DistillExperts, Experts, annealed_tempera
                                        gumbel_softmax_select, plackett_luce_relaxed, relaxed_ranking_loss,
                                        sample_outside, sample_ranked)
 from kdrec.distill.topk.hetcomp import ensemble_topk, ndcg_overlap
+from kdrec.eval.ranking import CSR
 from kdrec.distill.topk.phr import PersonalBridge
 from kdrec.distill.topk.rd import rd_weights
 from kdrec.distill.topk.td import full_topology_loss, hierarchical_topology_loss
@@ -199,11 +200,10 @@ def _hetcomp_case():
 
     s = [0.4, 1.0, -0.3, 0.2, -1.1, 0.7]
     h = HetComp(HetComp.Config())
-    h.ctx = SimpleNamespace(task=SimpleNamespace(num_users=1))
+    h.ctx = SimpleNamespace(task=SimpleNamespace(num_users=1, csr={"train": CSR(torch.tensor([0]), torch.tensor([0]), 1)}))
     h._aux = {"curriculum": CurriculumState(1)}
     h.targets = torch.tensor([[[1, 2]], [[1, 2]]])  # 2 checkpoints
     h.pos = torch.tensor([[0]])
-    h.train_users, h.train_items = torch.tensor([0]), torch.tensor([0])
     U, I = torch.ones(1, 1), torch.tensor(s)[:, None]
     return h, s, U, I, SimpleNamespace(users=torch.tensor([0]))
 

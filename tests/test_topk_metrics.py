@@ -69,6 +69,15 @@ def test_hand_computed_case():
     assert m["hit@2"] == 1.0
 
 
+def test_csr_of_users_gives_each_users_items_by_position():
+    # user 0: items 3, 7; user 1: none; user 2: item 1; user 3: items 0, 2, 5
+    csr = CSR(torch.tensor([3, 0, 2, 3, 0, 3]), torch.tensor([5, 7, 1, 0, 3, 2]), 4)
+    pos, items = csr.of_users(torch.tensor([3, 1, 0]))
+    assert pos.tolist() == [0, 0, 0, 2, 2] and items.tolist() == [0, 2, 5, 3, 7]
+    pos, items = csr.of_users(torch.tensor([1]))
+    assert pos.numel() == 0 and items.numel() == 0
+
+
 def test_topn_excludes_train_and_orders():
     U = torch.tensor([[1.0], [-1.0]])
     I = torch.arange(6, dtype=torch.float32)[:, None]

@@ -44,6 +44,16 @@ class CSR:
         return self.users[lo:hi] - a, self.items[lo:hi]
 
 
+    def of_users(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(position in ``users``, item) of every item of the given users, in CSR order: reads
+        only their rows (a batch's users' train pairs without a pass over all interactions)."""
+        start, counts = self.indptr[users], self.counts[users]
+        total = int(counts.sum())  # one host sync: the output size
+        pos = torch.repeat_interleave(torch.arange(users.numel(), device=users.device), counts, output_size=total)
+        first = torch.cumsum(counts, 0) - counts  # each user's first slot in the output
+        return pos, self.items[start[pos] + torch.arange(total, device=users.device) - first[pos]]
+
+
 def _mask_rows(scores: torch.Tensor, csrs: list[CSR], a: int, b: int) -> None:
     for c in csrs:
         r, i = c.rows(a, b)

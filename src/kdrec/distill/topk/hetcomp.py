@@ -175,17 +175,15 @@ class HetComp(TopKDistiller):
         self.targets = torch.stack([ensemble_topk(list(perms[:, v]), task.num_items, self.cfg.K)
                                     for v in range(perms.shape[1])])  # [C, U, K]
         self._aux = nn.ModuleDict({"curriculum": CurriculumState(task.num_users)})
-        tr = task.splits["train"]
-        self.train_users, self.train_items = tr.users, tr.items
-        self.indptr = task.csr["train"].indptr
-        counts = task.csr["train"].counts
+        train = task.csr["train"]
+        counts = train.counts
         c = self.cfg
         min_deg = int(counts[counts > 0].min())
         self.num_pos = c.num_pos or min_deg
         if self.num_pos > min_deg:
             raise ConfigError(f"distiller hetcomp: num_pos {self.num_pos} exceeds the smallest train "
                               f"degree {min_deg} (fixed positives: use num_pos <= {min_deg} or 0)")
-        self.pos = first_positives(self.indptr, self.train_items, self.num_pos)
+        self.pos = first_positives(train.indptr, train.items, self.num_pos)
 
     # ---------------------------------------------------------------- curriculum
     @torch.no_grad()
@@ -217,17 +215,13 @@ class HetComp(TopKDistiller):
         task, c = self.ctx.task, self.cfg
         users = torch.unique(batch.users)
         B = users.shape[0]
-        # the batch users' train pairs as (row in the batch, item), from the train interactions
-        slot = torch.full((task.num_users,), -1, dtype=torch.long, device=U.device)
-        slot[users] = torch.arange(B, device=U.device)
-        rs = slot[self.train_users]
-        keep = rs >= 0
+        observed = task.csr["train"].of_users(users)  # the batch users' train pairs: (row in the batch, item)
         st = self._aux["curriculum"]
         last = self.targets.shape[0] - 1
         idx = st.idx[users]
         final = idx >= last
         n_final = int(final.sum())  # one host sync per batch: compute only the losses in use
-        overall, listwise = hetcomp_losses(U[users], I, (rs[keep], self.train_items[keep]), self.pos[users],
+        overall, listwise = hetcomp_losses(U[users], I, observed, self.pos[users],
                                            self.targets[idx, users], overall=n_final < B, listwise=n_final > 0)
         if listwise is None:
             return c.overall_factor * overall.sum()
