@@ -466,6 +466,10 @@ def test_dry_run_states_and_estimates_from_the_rows_finished_seeds(outputs):
                                      "metrics": {"test": {"auc": 0.6}, "train_seconds": train}})
     job[("kd", 1)].run_dir.mkdir(parents=True)
     (job[("kd", 1)].run_dir / "epochs.csv").write_text("phase,epoch,train_loss\ndistill,6,0.5\ndistill,7,0.4\n")
+    # teacher seed 3 was started once and stopped: 100 s of its ~250 s logged
+    job[("teacher", 3)].run_dir.mkdir(parents=True)
+    (job[("teacher", 3)].run_dir / "epochs.csv").write_text(
+        "phase,epoch,epoch_seconds\ntrain,1,40.0\ntrain,2,\ntrain,3,60.0\n")
     with FileLock(str(job[("kd", 1)].lock_path)):  # as a `kdrec table` running it elsewhere would
         states = {(s.job.row.id, s.job.seed): s for s in status.job_states(p)}
         # where /proc/locks cannot be read, the lock is tried instead
@@ -475,12 +479,17 @@ def test_dry_run_states_and_estimates_from_the_rows_finished_seeds(outputs):
     assert states[("teacher", 2)].seconds == 400.0
     est = states[("teacher", 3)].estimate
     assert est.seconds == 250.0 and est.seeds == 2 and est.threads == {1}  # median of 100 and 400
-    assert states[("kd", 1)].estimate is None and states[("kd", 1)].progress == "distill epoch 7"
+    assert states[("kd", 1)].estimate is None and states[("kd", 1)].progress.at == "distill epoch 7"
+    assert states[("kd", 1)].progress.logged is None  # no epoch_seconds column
     assert "at distill epoch 7  no finished seed of its row" in status.describe(states[("kd", 1)])
     assert states[("kd", 2)].progress is None
-    assert "~4 min (median of 2 finished seeds, 1 thread)" in status.describe(states[("teacher", 3)])
+    pr = states[("teacher", 3)].progress
+    assert (pr.at, pr.logged, pr.pace) == ("train epoch 3", 100.0, 50.0)  # epoch 2's empty figure skipped
+    assert status.left_seconds(states[("teacher", 3)]) == 150.0
+    assert ("at train epoch 3 (50 s/epoch lately, 2 min logged)  ~2 min left of ~4 min (median of 2 "
+            "finished seeds, 1 thread)") in status.describe(states[("teacher", 3)])
     line = status.summary(list(states.values()))
-    assert line.startswith("6 jobs: 2 done, 1 running elsewhere, 3 to run; left: ~4 min")
+    assert line.startswith("6 jobs: 2 done, 1 running elsewhere, 3 to run; left: ~2 min")
     assert line.endswith("; no estimate for 3 job(s), row(s) kd")
     # another seed's plan: estimated from the seeds found under the row's results folder
     other = plan(load_table("smoke"), [], seeds=[7])

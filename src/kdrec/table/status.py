@@ -73,12 +73,23 @@ class JobState:
     state: str
     seconds: float | None  # a finished job's own cost
     estimate: Estimate | None  # a job left's expected cost
-    progress: str | None = None  # a started job's last logged epoch
+    progress: Progress | None = None  # what a started job logged
 
 
-def progress(job: Job) -> str | None:
-    """The last epoch a started (or interrupted) job logged to its run directory's epochs.csv
-    (``logger=csv``, the default), e.g. ``distill epoch 287``; None if it logged none."""
+@dataclass(frozen=True)
+class Progress:
+    at: str  # the last epoch logged, e.g. "distill epoch 287"
+    logged: float | None  # the seconds of the epochs in the log (None: not recorded)
+    pace: float | None  # median seconds of its last PACE_EPOCHS epochs
+
+
+PACE_EPOCHS = 10
+
+
+def progress(job: Job) -> Progress | None:
+    """What a started (or interrupted) job logged to its run directory's epochs.csv
+    (``logger=csv``, the default): its last epoch, the seconds its epochs took and its recent
+    pace; None if it logged no epoch."""
     path = job.run_dir / "epochs.csv"
     try:
         with open(path, newline="") as fh:
@@ -87,7 +98,25 @@ def progress(job: Job) -> str | None:
         return None
     if not rows or not rows[-1].get("epoch"):
         return None
-    return f"{rows[-1].get('phase', '')} epoch {rows[-1]['epoch']}".strip()
+    seconds = []
+    for r in rows:
+        try:
+            seconds.append(float(r.get("epoch_seconds") or "nan"))
+        except ValueError:
+            seconds.append(float("nan"))
+    seconds = [x for x in seconds if x == x]  # an epoch without a figure counts as not recorded
+    at = f"{rows[-1].get('phase', '')} epoch {rows[-1]['epoch']}".strip()
+    return Progress(at, sum(seconds) if seconds else None,
+                    statistics.median(seconds[-PACE_EPOCHS:]) if seconds else None)
+
+
+def left_seconds(s: JobState) -> float | None:
+    """A job's expected cost still to come: its estimate, less what a started job's log says its
+    epochs took (a log cut short by an earlier resume undercounts, so this errs high)."""
+    if s.estimate is None:
+        return None
+    done = s.progress.logged if s.progress is not None and s.progress.logged is not None else 0.0
+    return max(s.estimate.seconds - done, 0.0)
 
 
 def _identity_but_seed(overrides: list[str]) -> tuple[str, ...]:
@@ -151,25 +180,30 @@ def describe(s: JobState) -> str:
     if s.state == DONE:
         return line + (f"  {hours(s.seconds)}" if s.seconds is not None else "")
     if s.progress:
-        line += f"  at {s.progress}"
+        pr = s.progress
+        line += f"  at {pr.at}" + (f" ({pr.pace:.0f} s/epoch lately, {hours(pr.logged)} logged)"
+                                   if pr.pace is not None else "")
     if s.estimate is None:
         return line + "  no finished seed of its row to estimate from"
     e = s.estimate
     seeds = f"{e.seeds} finished seed{'s' * (e.seeds > 1)}"
-    return line + f"  ~{hours(e.seconds)} (median of {seeds}, {_threads(e.threads)})"
+    text = f"~{hours(e.seconds)} (median of {seeds}, {_threads(e.threads)})"
+    if s.progress is not None and s.progress.logged is not None:
+        text = f"~{hours(left_seconds(s))} left of " + text
+    return line + "  " + text
 
 
 def summary(states: list[JobState]) -> str:
-    """One line: counts, and the job-hours left (a running job counted in full: its progress is
-    in its own checkpoint)."""
+    """One line: counts, and the job-hours left (a started job's estimate less the seconds its
+    log says it has run: :func:`left_seconds`)."""
     n = {k: sum(s.state == k for s in states) for k in (DONE, RUNNING, TO_RUN)}
     left = [s for s in states if s.state != DONE]
-    known = [s.estimate.seconds for s in left if s.estimate is not None]
+    known = [left_seconds(s) for s in left if s.estimate is not None]
     unknown = sorted({s.job.row.id for s in left if s.estimate is None})
     text = f"{len(states)} jobs: {n[DONE]} done, {n[RUNNING]} running elsewhere, {n[TO_RUN]} to run"
     if known:
         text += (f"; left: ~{hours(sum(known))} of jobs by the wall time of their rows' finished seeds"
-                 " (as recorded, whatever else ran on that machine then)")
+                 " (as recorded, whatever else ran on that machine then), less what started jobs logged")
     if unknown:
         names = ", ".join(unknown[:MAX_NAMED]) + (f" and {len(unknown) - MAX_NAMED} more" if len(unknown) > MAX_NAMED else "")
         text += f"; no estimate for {len(left) - len(known)} job(s), row(s) {names}"
