@@ -274,8 +274,7 @@ class _RestMass(torch.autograd.Function):
             cuts = torch.searchsorted(ex_cols, torch.cat([starts, starts.new_tensor([I.shape[0]])])).tolist()
             total = u.new_zeros(u.shape[0])
             weighted = torch.zeros_like(u)  # sum_j e_bj i_j, what du needs
-            for k, e in enumerate(_exp_blocks(u, I, ex_rows, ex_cols, chunk, cuts, clamp, total)):
-                a = k * chunk
+            for a, e in _exp_blocks(u, I, ex_rows, ex_cols, chunk, cuts, clamp, total):
                 weighted.addmm_(e, I[a:a + chunk])
             ctx.save_for_backward(u, I, ex_rows, ex_cols, weighted)
             ctx.plan = chunk, cuts, clamp
@@ -292,16 +291,15 @@ class _RestMass(torch.autograd.Function):
             if ctx.needs_input_grad[1]:
                 gu = u * g[:, None]
                 dI = torch.empty_like(I)
-                for k, e in enumerate(_exp_blocks(u, I, ex_rows, ex_cols, chunk, cuts, clamp, None)):
-                    a = k * chunk
+                for a, e in _exp_blocks(u, I, ex_rows, ex_cols, chunk, cuts, clamp, None):
                     torch.mm(e.T, gu, out=dI[a:a + chunk])
         return du, dI, None, None, None
 
 
 def _exp_blocks(u, I, ex_rows, ex_cols, chunk, cuts, clamp, total):
-    """Yield each item block's ``exp(clamp(u . i))`` [B, chunk] with its excluded pairs zeroed,
-    and where a score was past the clamp, zeroed after adding the block's row sums to ``total``
-    (the clamp passes no gradient there)."""
+    """Yield (first item, ``exp(clamp(u . i))`` [B, chunk]) per item block, its excluded pairs
+    zeroed, and where a score was past the clamp zeroed after adding the block's row sums to
+    ``total`` (the clamp passes no gradient there)."""
     for k, a in enumerate(range(0, I.shape[0], chunk)):
         e = u @ I[a:a + chunk].T
         outside = None
@@ -316,7 +314,7 @@ def _exp_blocks(u, I, ex_rows, ex_cols, chunk, cuts, clamp, total):
             total += e.sum(1)
         if outside is not None:
             e.masked_fill_(outside, 0.0)
-        yield e
+        yield a, e
 
 
 def hetcomp_losses(u: torch.Tensor, I: torch.Tensor, observed: tuple[torch.Tensor, torch.Tensor],
