@@ -131,8 +131,8 @@ def bench_hetcomp_step(a, cfg) -> list[dict]:
     student = distiller.build_student(cfg.student, task.feature_map, teacher)
     c = distiller.cfg
     g = torch.Generator().manual_seed(0)
-    lists = torch.cat([torch.rand(min(2048, task.num_users - a), task.num_items, generator=g).topk(c.K, dim=1).indices
-                       for a in range(0, task.num_users, 2048)])  # [U, K] distinct random items per user
+    lists = torch.cat([torch.rand(min(2048, task.num_users - r), task.num_items, generator=g).topk(c.K, dim=1).indices
+                       for r in range(0, task.num_users, 2048)])  # [U, K] distinct random items per user
     perms = lists.expand(c.num_ckpt, *lists.shape)  # every checkpoint and teacher alike: cost only
     distiller._trajectories = lambda: perms.expand(len(c.teachers), *perms.shape)
     distiller.setup(DistillContext(student, teacher, task, task.device, None, seed=1))
