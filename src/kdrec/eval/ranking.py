@@ -43,7 +43,6 @@ class CSR:
         lo, hi = self.ptr[a], self.ptr[b]
         return self.users[lo:hi] - a, self.items[lo:hi]
 
-
     def of_users(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(position in ``users``, item) of every item of the given users, in CSR order: reads
         only their rows (a batch's users' train pairs without a pass over all interactions)."""

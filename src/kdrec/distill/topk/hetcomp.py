@@ -267,11 +267,12 @@ class _RestMass(torch.autograd.Function):
             u, I = at_least_float32(u), at_least_float32(I)
             # Cauchy-Schwarz bounds every score: clamp (and mask its gradient) only when it can bite
             bound = u.norm(dim=1).max() * I.norm(dim=1).max() if u.numel() and I.numel() else u.new_zeros(())
-            clamp = bool(bound > SCORE_BOUND)  # one host sync per step
             order = torch.argsort(ex_cols)
             ex_rows, ex_cols = ex_rows[order], ex_cols[order]
             starts = torch.arange(0, I.shape[0], chunk, device=I.device)
-            cuts = torch.searchsorted(ex_cols, torch.cat([starts, starts.new_tensor([I.shape[0]])])).tolist()
+            cuts = torch.searchsorted(ex_cols, torch.cat([starts, starts.new_tensor([I.shape[0]])]))
+            *cuts, clamp = torch.cat([cuts, (bound > SCORE_BOUND).long().reshape(1)]).tolist()  # one host sync
+            clamp = bool(clamp)
             total = u.new_zeros(u.shape[0])
             weighted = torch.zeros_like(u)  # sum_j e_bj i_j, what du needs
             for a, e in _exp_blocks(u, I, ex_rows, ex_cols, chunk, cuts, clamp, total):
