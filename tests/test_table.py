@@ -500,3 +500,32 @@ def test_dry_run_states_and_estimates_from_the_rows_finished_seeds(outputs):
     # the lock is free again: the job is to run
     assert status.held_elsewhere(job[("kd", 1)], None) is False
     assert status.job_states(p)[[j for j in p.jobs].index(job[("kd", 1)])].state == "to run"
+
+
+def test_verify_reruns_from_scratch_and_fails_only_on_a_difference_the_setup_does_not_explain(cli, tmp_path):
+    cli("table", "smoke", "--rows", "teacher", "--seeds", "1", "--threads", "1", "--latency", "skip")
+    committed = next((tmp_path / "results" / "smoke" / "teacher").glob("seed1-*.json"))
+    scratch = tmp_path / "verify"
+    same = cli("table", "smoke", "--rows", "teacher", "--seeds", "1", "--threads", "1", "--verify", str(scratch))
+    rerun = next((scratch / "results" / "smoke" / "teacher").glob("seed1-*.json"))
+    assert rerun.name == committed.name and rerun.read_text() != committed.read_text()  # its own run
+    assert (scratch / "outputs" / "teachers").is_dir() and "teacher seed 1: identical [same setup]" in same.stdout
+
+    record = json.loads(committed.read_text())
+    record["metrics"]["test"]["auc"] += 1e-9
+    committed.write_text(json.dumps(record))
+    # the rerun's result counts as done: compared again, not trained again
+    moved = cli("table", "smoke", "--rows", "teacher", "--seeds", "1", "--threads", "1", "--verify", str(scratch),
+                check=False)
+    assert moved.returncode == 1 and "[1/" not in moved.stdout
+    assert "teacher seed 1: differs: test:auc" in moved.stdout and "[same setup]" in moved.stdout
+
+    record["machine"]["cpu"]["model"] = "another"
+    committed.write_text(json.dumps(record))
+    drift = cli("table", "smoke", "--rows", "teacher", "--seeds", "1", "--threads", "1", "--verify", str(scratch))
+    assert "other setup: machine: cpu.model another ->" in drift.stdout and "1 differ under another setup" in drift.stdout
+
+    del record["machine"]
+    committed.write_text(json.dumps(record))
+    old = cli("table", "smoke", "--rows", "teacher", "--seeds", "1", "--threads", "1", "--verify", str(scratch))
+    assert "other setup: machine not recorded" in old.stdout

@@ -64,12 +64,15 @@ def table(name: str = typer.Argument(..., help="a table of conf/table/ (kd_dagfm
           dry_run: bool = typer.Option(False, "--dry-run", help="list each job (done, running elsewhere, to run) and the job-hours left, estimated from each row's finished seeds; run nothing"),
           out: str = typer.Option(None, help="where table.md/.csv and pareto*.png go (default: <outputs>/tables/NAME)"),
           docs: str = typer.Option(None, help="also write the table into this markdown file, between its "
-                                              "'<!-- kdrec table NAME -->' and '<!-- /kdrec table NAME -->' lines")) -> None:
+                                              "'<!-- kdrec table NAME -->' and '<!-- /kdrec table NAME -->' lines"),
+          verify: str = typer.Option(None, "--verify", metavar="DIR",
+                                     help="run the jobs again from scratch under DIR and compare each with its "
+                                          "committed result (exit 1 if one differs under the same setup)")) -> None:
     """Run a results table's missing (row, seed) jobs in parallel, then print and write the table."""
     from kdrec.stages.table import run as table_run
 
     code = _guard(lambda: table_run(name, overrides or [], workers, threads, from_results, seeds, rows,
-                                    latency, dry_run, out, docs))
+                                    latency, dry_run, out, docs, verify))
     raise typer.Exit(code or 0)
 
 

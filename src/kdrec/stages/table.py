@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from kdrec.errors import KdrecError
 from kdrec.report import table as report_table
-from kdrec.table import results, status
+from kdrec.table import results, status, verify
 from kdrec.table.jobs import plan as make_plan
 from kdrec.table.runner import is_done, measure_latency, run_jobs
 from kdrec.table.spec import load_table
@@ -38,7 +38,8 @@ def command_line(name: str, overrides: list[str]) -> str:
 
 def run(name: str, overrides: list[str], workers: int = 1, threads: int = 0, from_results: bool = False,
         seeds: list[str] | None = None, rows: list[str] | None = None, latency: str = "missing",
-        dry_run: bool = False, out: str | None = None, docs: str | None = None) -> int:
+        dry_run: bool = False, out: str | None = None, docs: str | None = None,
+        verify_dir: str | None = None) -> int:
     console = Console(width=160, highlight=False)
 
     def say(msg: str) -> None:
@@ -50,6 +51,8 @@ def run(name: str, overrides: list[str], workers: int = 1, threads: int = 0, fro
         raise KdrecError(f"table: --latency must be one of {LATENCY_MODES}, got {latency!r}")
     spec = load_table(name)
     plan = make_plan(spec, list(overrides), _seeds(seeds), _split(rows) or None)
+    if verify_dir:
+        return _verify(plan, Path(verify_dir), list(overrides), seeds, rows, workers, threads, say)
     if dry_run:
         states = status.job_states(plan)
         for s in states:
@@ -84,6 +87,29 @@ def run(name: str, overrides: list[str], workers: int = 1, threads: int = 0, fro
         say(f"{len(failed)} job(s) failed: " + "; ".join(f"{j.name} (log {log})" for j, log in failed))
         return 1
     return 0
+
+
+def _verify(plan, scratch: Path, overrides: list[str], seeds, rows, workers: int, threads: int, say) -> int:
+    """Rerun ``plan``'s jobs from scratch under ``scratch`` and compare each with its committed
+    result; 1 if one failed or differs under the same setup (:mod:`kdrec.table.verify`)."""
+    scratch = scratch.resolve()
+    where = [f"paths.root={scratch / 'outputs'}", f"paths.results={scratch / 'results'}",
+             f"paths.teacher_store={scratch / 'results' / 'teachers'}"]  # teachers trained again too
+    rerun = make_plan(plan.spec, overrides + where, _seeds(seeds), _split(rows) or None)
+    if [j.signature for j in rerun.jobs] != [j.signature for j in plan.jobs]:  # paths are no part of identity
+        raise KdrecError("table --verify: the rerun's jobs are not the committed ones (a kdrec bug)")
+    say(f"verify: {len(rerun.jobs)} job(s) run again under {scratch} (a job finished there earlier counts; "
+        f"delete the folder to start over), compared with {plan.results}")
+    threads = threads or os.cpu_count() or 1
+    outcome = run_jobs(rerun, workers, max(1, threads // workers), say)
+    checks = [verify.compare(j.name, results.load(j.result_path), results.load(r.result_path))
+              for j, r in zip(plan.jobs, rerun.jobs)]
+    for c in checks:
+        say(verify.describe(c))
+    say(verify.summary(checks))
+    if outcome.busy:
+        say(f"{len(outcome.busy)} job(s) were being run by another process under {scratch}")
+    return 1 if any(c.failure for c in checks) or outcome.busy else 0
 
 
 __all__ = ["run", "is_done"]

@@ -33,7 +33,60 @@ def environment() -> dict:
 
     return {"versions": {"kdrec": kdrec.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
                          "polars": polars.__version__, "python": platform.python_version()},
-            "platform": platform.platform(), "cpu_count": os.cpu_count(), "git": git_commit()}
+            "platform": platform.platform(), "cpu_count": os.cpu_count(), "machine": machine(), "git": git_commit()}
+
+
+# environment variables that cap the kernels torch, oneDNN and MKL pick, and so their rounding
+NUMERICS_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def machine() -> dict:
+    """What decides a run's float rounding besides the code, the package versions and the threads:
+    the CPU (its instruction sets pick the kernels: bf16 matmuls on AMX, on AVX512-BF16 or
+    emulated round differently; oneDNN's blocking follows the cache sizes), the variables that cap
+    those choices, and the GPU where there is one. Two runs can agree bit for bit only when this
+    agrees; on another machine the same command gives numbers within float drift, not the same."""
+    import torch
+
+    cpu = _cpuinfo()
+    probes = {"avx2": "_is_avx2_supported", "avx512": "_is_avx512_supported", "avx512_bf16": "_is_avx512_bf16_supported",
+              "amx": "_is_amx_tile_supported"}  # torch's own probes, private but present since 2.1
+    cpu["isa"] = [name for name, fn in probes.items() if getattr(torch.cpu, fn, lambda: False)()]
+    cpu["aten_capability"] = torch.backends.cpu.get_cpu_capability()
+    cpu["caches"] = _caches()
+    out = {"cpu": cpu, "env": {k: os.environ[k] for k in NUMERICS_ENV if k in os.environ}}
+    if torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(0)
+    return out
+
+
+def _cpuinfo() -> dict:
+    """Vendor, family, model and name of the first CPU (Linux' /proc/cpuinfo; elsewhere what
+    ``platform`` knows). The name alone says little in a VM ("Intel(R) Xeon(R) Processor")."""
+    keys = {"vendor_id": "vendor", "cpu family": "family", "model": "model", "model name": "name"}
+    info: dict = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break  # the first processor's block
+            key, _, value = line.partition(":")
+            if key.strip() in keys:
+                info[keys[key.strip()]] = value.strip()
+    except OSError:
+        pass
+    return info or {"name": platform.processor() or platform.machine()}
+
+
+def _caches() -> dict:
+    """Cache sizes of CPU 0 by level and type, e.g. {"L1d": "48K", "L2": "2048K", "L3": "307200K"}."""
+    out = {}
+    for d in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, kind, size = ((d / f).read_text().strip() for f in ("level", "type", "size"))
+        except OSError:
+            continue
+        out[f"L{level}" + {"Data": "d", "Instruction": "i"}.get(kind, "")] = size
+    return out
 
 
 def git_commit() -> dict | None:
