@@ -52,6 +52,9 @@ def run(name: str, overrides: list[str], workers: int = 1, threads: int = 0, fro
     spec = load_table(name)
     plan = make_plan(spec, list(overrides), _seeds(seeds), _split(rows) or None)
     if verify_dir:
+        if dry_run or from_results or docs or out:
+            raise KdrecError("table: --verify reruns jobs and compares them with results/; it takes none of "
+                             "--dry-run, --from-results, --docs, --out")
         return _verify(plan, Path(verify_dir), list(overrides), seeds, rows, workers, threads, say)
     if dry_run:
         states = status.job_states(plan)
