@@ -529,3 +529,23 @@ def test_verify_reruns_from_scratch_and_fails_only_on_a_difference_the_setup_doe
     committed.write_text(json.dumps(record))
     old = cli("table", "smoke", "--rows", "teacher", "--seeds", "1", "--threads", "1", "--verify", str(scratch))
     assert "other setup: machine not recorded" in old.stdout
+
+
+def test_verify_reads_a_difference_on_the_rows_seed_spread_and_names_the_setup_that_differs():
+    from kdrec.table.verify import compare, seed_spread
+
+    setup = {"machine": {"cpu": {"model": "207"}}, "versions": {"torch": "2.13.0"}, "threads": 1}
+    seeds = [{"metrics": {"test": {"auc": v, "logloss": 0.3}}} for v in (0.90, 0.92, 0.94)]
+    spread = seed_spread(seeds)
+    assert spread["auc"] == pytest.approx((0.02, 3)) and spread["logloss"] == (0.0, 3)
+    committed = {"metrics": {"test": {"auc": 0.90, "logloss": 0.3}, "phases": [{"phase": "train", "best_epoch": 7}]},
+                 **setup}
+    fresh = {"metrics": {"test": {"auc": 0.91, "logloss": 0.3}, "phases": [{"phase": "train", "best_epoch": 9}]},
+             **setup, "threads": 2}
+    c = compare("alone seed 1", committed, fresh, spread)
+    assert c.state == "differs" and not c.failure  # the thread count explains it
+    assert c.detail.startswith("test:auc 0.9 -> 0.91, train:best_epoch 7 -> 9")
+    assert "largest test move 0.5x the row's seed std (auc, 3 seeds)" in c.detail and c.setup == "threads: 1 -> 2"
+    assert compare("alone seed 1", committed, {**fresh, "threads": 1}).failure
+    assert compare("alone seed 1", committed, committed).state == "identical"
+    assert compare("alone seed 1", committed, None).failure

@@ -105,7 +105,13 @@ def _verify(plan, scratch: Path, overrides: list[str], seeds, rows, workers: int
         f"delete the folder to start over), compared with {plan.results}")
     threads = threads or os.cpu_count() or 1
     outcome = run_jobs(rerun, workers, max(1, threads // workers), say)
-    checks = [verify.compare(j.name, results.load(j.result_path), results.load(r.result_path))
+    every_seed = make_plan(plan.spec, overrides, None, _split(rows) or None)  # the table's seeds: the spread
+    by_row: dict[str, list[dict]] = {}
+    for j in every_seed.jobs:
+        if (r := results.load(j.result_path)) is not None:
+            by_row.setdefault(j.row.id, []).append(r)
+    checks = [verify.compare(j.name, results.load(j.result_path), results.load(r.result_path),
+                             verify.seed_spread(by_row.get(j.row.id, [])))
               for j, r in zip(plan.jobs, rerun.jobs)]
     for c in checks:
         say(verify.describe(c))

@@ -9,6 +9,7 @@ command does not give the same numbers, and the verify fails."""
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 SETUP_KEYS = ("machine", "versions", "threads")
@@ -68,7 +69,29 @@ def _ordered(keys: set[str]) -> list[str]:
     return sorted(keys, key=lambda k: (rank.get(k.split(":")[0], 1), k))
 
 
-def compare(job: str, committed: dict | None, fresh: dict | None) -> Check:
+def seed_spread(records: list[dict]) -> dict[str, tuple[float, int]]:
+    """Per test metric, the standard deviation over one row's committed seeds and their number
+    (metrics with fewer than 2 seeds left out): the scale a drift between machines is read on."""
+    values: dict[str, list[float]] = {}
+    for r in records:
+        for k, v in ((r.get("metrics") or {}).get("test") or {}).items():
+            if isinstance(v, (int, float)):
+                values.setdefault(k, []).append(float(v))
+    return {k: (statistics.stdev(v), len(v)) for k, v in values.items() if len(v) >= 2}
+
+
+def _largest_move(a: dict, b: dict, spread: dict[str, tuple[float, int]]) -> str:
+    moves = [(abs(b[f"test:{k}"] - a[f"test:{k}"]) / sd, k, n) for k, (sd, n) in spread.items()
+             if sd > 0 and isinstance(a.get(f"test:{k}"), float) and isinstance(b.get(f"test:{k}"), float)]
+    if not moves:
+        return ""
+    ratio, k, n = max(moves)
+    return f"; largest test move {ratio:.2g}x the row's seed std ({k}, {n} seeds)"
+
+
+def compare(job: str, committed: dict | None, fresh: dict | None,
+            spread: dict[str, tuple[float, int]] | None = None) -> Check:
+    """``spread``: :func:`seed_spread` of the job's row, to say how large a difference is."""
     if fresh is None:
         return Check(job, "failed", "the rerun left no result (see its log above)")
     if committed is None:
@@ -80,7 +103,7 @@ def compare(job: str, committed: dict | None, fresh: dict | None) -> Check:
         return Check(job, "identical", setup=setup)
     shown = [f"{k} {_fmt(a.get(k))} -> {_fmt(b.get(k))}" for k in changed[:4]]
     more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""
-    return Check(job, "differs", ", ".join(shown) + more, setup)
+    return Check(job, "differs", ", ".join(shown) + more + _largest_move(a, b, spread or {}), setup)
 
 
 def _fmt(v) -> str:
