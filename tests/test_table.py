@@ -547,5 +547,7 @@ def test_verify_reads_a_difference_on_the_rows_seed_spread_and_names_the_setup_t
     assert c.detail.startswith("test:auc 0.9 -> 0.91, train:best_epoch 7 -> 9")
     assert "largest test move 0.5x the row's seed std (auc, 3 seeds)" in c.detail and c.setup == "threads: 1 -> 2"
     assert compare("alone seed 1", committed, {**fresh, "threads": 1}).failure
+    dirty = compare("alone seed 1", {**committed, "git": {"commit": "abc", "dirty": True}}, {**fresh, "threads": 1})
+    assert not dirty.failure and dirty.setup == "recorded from an uncommitted tree (its code is not known)"
     assert compare("alone seed 1", committed, committed).state == "identical"
     assert compare("alone seed 1", committed, None).failure

@@ -3,7 +3,8 @@ caches, teachers and results of their own) and each new result is compared with 
 result of the same job (same row, seed and signature).
 
 Equal numbers are only to be expected where the two runs had the same setup: the machine record
-(:func:`kdrec.table.results.machine`), the package versions and the torch threads. Under another
+(:func:`kdrec.table.results.machine`), the package versions and the torch threads, and a
+committed result recorded from a committed tree (``git.dirty`` false). Under another
 setup a difference is float drift, reported but not a failure; under the same setup it means the
 command does not give the same numbers, and the verify fails."""
 
@@ -37,6 +38,8 @@ def setup_difference(committed: dict, fresh: dict) -> str:
             out.append(f"{key} not recorded")
         elif a != b:
             out.append(f"{key}: " + _first_difference(a, b))
+    if (committed.get("git") or {}).get("dirty"):
+        out.append("recorded from an uncommitted tree (its code is not known)")
     return "; ".join(out)
 
 
