@@ -268,7 +268,8 @@ def test_smoke_table_runs_resumes_and_rebuilds_from_results(cli, outputs, tmp_pa
     res = _results(res_root)
     assert len(res) == 4
     for name, r in res.items():
-        assert {"row", "seed", "overrides", "signature", "metrics", "versions", "seconds", "git"} <= set(r)
+        assert {"row", "seed", "overrides", "signature", "metrics", "versions", "seconds", "git", "machine"} <= set(r)
+        assert r["machine"]["cpu"]["isa"] is not None and "aten_capability" in r["machine"]["cpu"]
         assert r["threads"] == 1  # 2 threads split between 2 workers
         assert r["metrics"]["test"]["auc"] > 0.5 and f"seed{r['seed']}-{r['signature']}.json" in name
         assert f"seed={r['seed']}" in r["overrides"] and "experiment=smoke" in r["overrides"]
