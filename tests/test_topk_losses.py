@@ -376,6 +376,10 @@ def test_htd_grouped_entity_level_matches_the_masked_matrices():
         g_ref, = torch.autograd.grad(ref, s)
         g_got, = torch.autograd.grad(got, s)
         assert torch.allclose(g_got, g_ref, atol=1e-5)
+    # only lone entities: no pair, a zero loss and a zero gradient
+    got = within_group_topology(s, t, torch.arange(n), n)
+    assert got.item() == 0.0
+    assert not torch.autograd.grad(got, s)[0].any()
     # the hand-written backward against finite differences
     s64 = s.detach()[:20].double().requires_grad_()
     assert torch.autograd.gradcheck(lambda x: within_group_topology(x, t[:20].double(), group[:20], G), (s64,))

@@ -39,30 +39,51 @@ def full_topology_loss(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (s.T @ s).pow(2).sum() - 2 * (s.T @ t).pow(2).sum() + (t.T @ t).pow(2).sum()
 
 
-class _GroupGap(torch.autograd.Function):
-    """``sum_{i,j: c_ij > 0} (a_i . a_j - c_ij)^2`` with ``c = b b^T`` (``b``: the teacher side, a
+class _GroupGaps(torch.autograd.Function):
+    """``sum_g sum_{i,j in g: c_ij > 0} (a_i . a_j - c_ij)^2`` with ``c = b b^T`` per group ``g``,
+    the groups being consecutive row blocks of ``counts`` rows (``b``: the teacher side, a
     constant: its gradient is not computed).
 
-    ``d = a a^T - c`` is one matrix product with the teacher's cosines as its addend, masked in
-    place and kept for the backward, which for the symmetric ``d`` is ``4 d a``: three passes over
-    the [n, n] block where the autograd graph of the same expression makes about ten."""
+    Per group ``d = a a^T - c`` is one matrix product with the teacher's cosines as its addend,
+    masked in place and kept for the backward, which for the symmetric ``d`` is ``4 d a``: three
+    passes over the [n_g, n_g] block where the autograd graph of the same expression makes about
+    ten. All groups are one graph node: one node per group (each with its slice's backward, a
+    zero-filled full-size gradient and an add) was ~40% of the loss's time on Gowalla's ~60
+    groups per batch. The arithmetic per group, and the order of the sum, are those of one node
+    per group: the loss, its gradient and 30 Adam steps on Gowalla batches came out the same to
+    the bit (docs/topk.md, "HTD's groups in one node")."""
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, counts: list[int]) -> torch.Tensor:
         # float32 with autocast off: under bf16 autocast d would be bf16 and a float32 in the backward
         with torch.autocast(a.device.type, enabled=False):
             a, b = at_least_float32(a), at_least_float32(b)
-            c = b @ b.T
-            d = torch.addmm(c, a, a.T, beta=-1)
-            d.masked_fill_(c <= 0, 0)
-            ctx.save_for_backward(a, d)
-            return d.pow(2).sum()
+            total = a.new_zeros(())
+            blocks = []
+            start = 0
+            for n in counts:
+                if n > 1:  # a lone entity has only its own (zero) pair
+                    ag, bg = a[start:start + n], b[start:start + n]
+                    c = bg @ bg.T
+                    d = torch.addmm(c, ag, ag.T, beta=-1)
+                    d.masked_fill_(c <= 0, 0)
+                    total = total + d.pow(2).sum()
+                    blocks.append((start, d))
+                start += n
+            ctx.save_for_backward(a, *(d for _, d in blocks))
+            ctx.starts = [s for s, _ in blocks]
+            return total
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        a, d = ctx.saved_tensors
+        a, *ds = ctx.saved_tensors
         with torch.autocast(a.device.type, enabled=False):
-            return (4 * grad.to(d.dtype)) * (d @ a), None
+            da = torch.zeros_like(a)
+            scale = 4 * grad.to(a.dtype)
+            for s, d in zip(ctx.starts, ds):
+                n = d.shape[0]
+                da[s:s + n] = scale * (d @ a[s:s + n])
+            return da, None, None
 
 
 def within_group_topology(s: torch.Tensor, t: torch.Tensor, group: torch.Tensor,
@@ -75,13 +96,7 @@ def within_group_topology(s: torch.Tensor, t: torch.Tensor, group: torch.Tensor,
     order = torch.argsort(group, stable=True)
     s_n = F.normalize(s[order], dim=-1, eps=1e-12)
     t_n = F.normalize(t[order], dim=-1, eps=1e-12).detach()
-    total = s.new_zeros(())
-    start = 0
-    for c in counts:
-        if c > 1:  # a lone entity has only its own (zero) pair
-            total = total + _GroupGap.apply(s_n[start:start + c], t_n[start:start + c])
-        start += c
-    return total
+    return _GroupGaps.apply(s_n, t_n, counts)
 
 
 def hierarchical_topology_loss(s: torch.Tensor, t: torch.Tensor, group: torch.Tensor,
