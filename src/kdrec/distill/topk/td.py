@@ -48,10 +48,10 @@ class _GroupGaps(torch.autograd.Function):
     masked in place and kept for the backward, which for the symmetric ``d`` is ``4 d a``: three
     passes over the [n_g, n_g] block where the autograd graph of the same expression makes about
     ten. All groups are one graph node: one node per group (each with its slice's backward, a
-    zero-filled full-size gradient and an add) was ~40% of the loss's time on Gowalla's ~60
-    groups per batch. The arithmetic per group, and the order of the sum, are those of one node
-    per group: the loss, its gradient and 30 Adam steps on Gowalla batches came out the same to
-    the bit (docs/topk.md, "HTD's groups in one node")."""
+    zero-filled full-size gradient and an add) cost ~6 of the ~64 ms of an annealed Gowalla step
+    with its ~60 groups per batch. The arithmetic per group, and the order of the sum, are those
+    of one node per group: the loss, its gradient and 80 Adam steps on Gowalla batches came out
+    the same to the bit (docs/topk.md, "HTD's groups in one node")."""
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, b: torch.Tensor, counts: list[int]) -> torch.Tensor:
