@@ -65,8 +65,7 @@ def run(name: str, overrides: list[str], workers: int = 1, threads: int = 0, fro
     failed: list = []
     notes: list[str] = []
     if not from_results:
-        threads = threads or os.cpu_count() or 1
-        outcome = run_jobs(plan, workers, max(1, threads // workers), say)
+        outcome = run_jobs(plan, workers, _threads_per_worker(threads, workers), say)
         failed = outcome.failed
         if outcome.busy:
             notes.append(f"{len(outcome.busy)} job(s) were being run by another process: "
@@ -92,6 +91,11 @@ def run(name: str, overrides: list[str], workers: int = 1, threads: int = 0, fro
     return 0
 
 
+def _threads_per_worker(threads: int, workers: int) -> int:
+    """Torch threads for each of ``workers`` jobs: ``threads`` in all (0: every CPU)."""
+    return max(1, (threads or os.cpu_count() or 1) // workers)
+
+
 def _verify(plan, scratch: Path, overrides: list[str], seeds, rows, workers: int, threads: int, say) -> int:
     """Rerun ``plan``'s jobs from scratch under ``scratch`` and compare each with its committed
     result; 1 if one failed or differs under the same setup (:mod:`kdrec.table.verify`)."""
@@ -103,15 +107,15 @@ def _verify(plan, scratch: Path, overrides: list[str], seeds, rows, workers: int
         raise KdrecError("table --verify: the rerun's jobs are not the committed ones (a kdrec bug)")
     say(f"verify: {len(rerun.jobs)} job(s) run again under {scratch} (a job finished there earlier counts; "
         f"delete the folder to start over), compared with {plan.results}")
-    threads = threads or os.cpu_count() or 1
-    outcome = run_jobs(rerun, workers, max(1, threads // workers), say)
+    outcome = run_jobs(rerun, workers, _threads_per_worker(threads, workers), say)
     every_seed = make_plan(plan.spec, overrides, None, _split(rows) or None)  # the table's seeds: the spread
+    committed = {j.result_path: r for j in every_seed.jobs if (r := results.load(j.result_path)) is not None}
     by_row: dict[str, list[dict]] = {}
     for j in every_seed.jobs:
-        if (r := results.load(j.result_path)) is not None:
-            by_row.setdefault(j.row.id, []).append(r)
-    checks = [verify.compare(j.name, results.load(j.result_path), results.load(r.result_path),
-                             verify.seed_spread(by_row.get(j.row.id, [])))
+        if j.result_path in committed:
+            by_row.setdefault(j.row.id, []).append(committed[j.result_path])
+    checks = [verify.compare(j.name, committed.get(j.result_path) or results.load(j.result_path),
+                             results.load(r.result_path), verify.seed_spread(by_row.get(j.row.id, [])))
               for j, r in zip(plan.jobs, rerun.jobs)]
     for c in checks:
         say(verify.describe(c))
