@@ -104,6 +104,29 @@ def test_lightgcn_matches_dense_reference():
     assert torch.allclose(got, e0d.grad, atol=1e-6)
 
 
+def test_propagation_bags_match_the_dense_product_with_an_isolated_node():
+    """The CSR rows as embedding bags: an empty row (an item nobody trained on) gives a zero row,
+    int32 and int64 indices give the same sums, and the symmetric backward is the dense one."""
+    from kdrec.models.topk.lightgcn import Adjacency, SymmetricSpMM, normalized_adjacency
+
+    u, i = torch.tensor([0, 0, 1, 2, 2]), torch.tensor([0, 1, 1, 0, 2])
+    A = normalized_adjacency(u, i, 3, 4)  # item 3 has no interaction
+    dense = A.to_dense().double()
+    bags = Adjacency.of_csr(A)
+    assert bags.cols.dtype == torch.int32
+    bags64 = Adjacency(bags.cols.long(), bags.offsets.long(), bags.vals.double())
+    x = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+    y = SymmetricSpMM.apply(bags64, x)
+    assert torch.allclose(y, dense @ x)
+    assert (y[6] == 0).all()
+    w = torch.randn(7, 5, dtype=torch.float64)
+    (y * w).sum().backward()
+    assert torch.allclose(x.grad, dense.T @ w)
+    assert torch.autograd.gradcheck(lambda t: SymmetricSpMM.apply(bags64, t), (x.detach().requires_grad_(True),))
+    x32 = x.detach().float()
+    assert torch.equal(bags @ x32, Adjacency(bags.cols.long(), bags.offsets.long(), bags.vals) @ x32)
+
+
 def test_user_uniform_sampling_draws_train_pairs_with_users_equally_likely():
     from kdrec.tasks.topk import TopKTask
 
