@@ -19,22 +19,9 @@ from hydra import compose, initialize_config_dir
 
 from kdrec.config import config_dir
 from kdrec.data.registry import DataPaths, load_dataset
-from kdrec.models.topk.lightgcn import normalized_adjacency
+from kdrec.models.topk.lightgcn import Adjacency, SymmetricSpMM, normalized_adjacency
 
 warnings.filterwarnings("ignore", category=UserWarning)
-
-
-class SymSpMM(torch.autograd.Function):
-    """``A @ x`` for a symmetric sparse ``A``: the backward is ``A @ grad`` (no transpose)."""
-
-    @staticmethod
-    def forward(ctx, A, x):
-        ctx.A = A
-        return A @ x
-
-    @staticmethod
-    def backward(ctx, g):
-        return None, ctx.A @ g
 
 
 def layouts(A_csr: torch.Tensor):
@@ -51,12 +38,14 @@ def layouts(A_csr: torch.Tensor):
         def backward(ctx, g):  # symmetric: same product
             return torch.zeros_like(g).index_add_(0, rows, g[cols] * vals[:, None])
 
+    bags = Adjacency.of_csr(A_csr)
     return {
         "csr_autograd": lambda x: A_csr @ x,
         "coo_sparse_mm_autograd": lambda x: torch.sparse.mm(A_coo, x),
-        "csr_symmetric_backward": lambda x: SymSpMM.apply(A_csr, x),
-        "coo_symmetric_backward": lambda x: SymSpMM.apply(A_coo, x),
+        "csr_symmetric_backward": lambda x: SymmetricSpMM.apply(A_csr, x),
+        "coo_symmetric_backward": lambda x: SymmetricSpMM.apply(A_coo, x),
         "index_add_symmetric_backward": lambda x: GatherScatter.apply(x),
+        "bags_symmetric_backward": lambda x: SymmetricSpMM.apply(bags, x),  # the model's (lightgcn.py)
     }
 
 

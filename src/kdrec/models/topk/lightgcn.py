@@ -58,10 +58,11 @@ class Adjacency(NamedTuple):
 
 
 class SymmetricSpMM(torch.autograd.Function):
-    """``A @ x`` for a constant symmetric sparse ``A``; gradient ``A @ g`` (``A^T = A``)."""
+    """``A @ x`` for a constant symmetric ``A`` (bags or a ``torch.sparse`` matrix); gradient
+    ``A @ g`` (``A^T = A``)."""
 
     @staticmethod
-    def forward(ctx, A: Adjacency, x: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, A: Adjacency | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         ctx.A = A
         return A @ x
 
