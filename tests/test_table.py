@@ -194,6 +194,7 @@ def test_table_numbers_from_result_files(tmp_path):
     assert rows["teacher"]["claim"] is None
     md = built.markdown
     assert "| alone | 2/3 |" in md and "Missing: 1 job(s): alone seed 3" in md
+    assert "a row with n/3 seeds averages the n seeds it has so far" in md  # the 2/3 row's mean is over 2
     assert "0.9712 ± 0.0021" in md and "| yes |" in md and "load average (1 min) 0.25-0.25" in md
     assert "Generated from results/t/ by `kdrec table t --from-results`" in md
     assert not math.isnan(rows["kd"]["ttest_auc_diff"])

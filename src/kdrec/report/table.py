@@ -254,7 +254,9 @@ def render(spec: TableSpec, summaries: list[RowSummary], seeds: list[int], missi
             lines.append("| " + " | ".join([s.row.label, n, *(s.cells.get(c, "") for c in cols)]) + " |")
         lines.append("")
     lines += paper_orderings.render(checked or [])
-    notes = [f"Mean ± std over seeds {', '.join(map(str, seeds))} (test split)."]
+    partial = any(0 < s.n < len(seeds) for s in summaries)
+    notes = [f"Mean ± std over seeds {', '.join(map(str, seeds))} (test split)"
+             + (f"; a row with n/{len(seeds)} seeds averages the n seeds it has so far." if partial else ".")]
     if spec.claim is not None and "claim" in cols:
         cl = spec.claim
         notes.append(f"Claim{f' ({cl.text})' if cl.text else ''}: test {cl.metric} >= the teacher's - "
