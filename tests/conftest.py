@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -17,6 +18,13 @@ from kdrec.config import config_dir
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("KDREC_DATA_DIR", REPO.parent / "shared" / "data"))
 KDREC = str(Path(sys.executable).with_name("kdrec"))
+
+# `make test` runs -n N xdist workers on N cores: with torch's default of one thread per core in
+# each worker and in each CLI subprocess, threads outnumber cores and OpenMP's barriers wait on
+# descheduled threads. One thread per worker; the CLI subprocesses inherit it through the env.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")
