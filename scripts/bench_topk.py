@@ -22,7 +22,8 @@ measured in this process (nothing hard-coded).
     .venv/bin/python scripts/bench_topk.py distill --experiment topk_ml100k --threads 1 --epochs 2 \
         --distillers de de_rrd htd --kd-overrides T_start=1e-4
 
-Models are freshly initialised from the preset's yamls. The distill bench's teacher is random
+``--device cuda`` runs any of them on a GPU (timings wait for its queued kernels). Models are
+freshly initialised from the preset's yamls. The distill bench's teacher is random
 too unless ``--teacher-dir`` names a trained one: HTD's group sizes, and so its cost, depend on
 the teacher (a fresh MF teacher's N(0, 1e-4) rows put every entity in one group). Its caches live
 in a temporary directory, except HetComp's teacher trajectories (cached under ``--outputs``, as a
@@ -57,9 +58,19 @@ def compose_cfg(experiment: str, overrides: list[str], outputs: str):
         return compose("config", [f"experiment={experiment}", f"paths.root={outputs}", *overrides])
 
 
+DEVICE = torch.device("cpu")  # --device
+
+
 def make_task(cfg, batch_size: int) -> TopKTask:
     data = load_dataset(cfg.dataset, DataPaths(Path(cfg.paths.data_root), Path(cfg.paths.cache) / "data"))
-    return TopKTask(data, torch.device("cpu"), batch_size, cfg.trainer.eval_batch_size)
+    return TopKTask(data, DEVICE, batch_size, cfg.trainer.eval_batch_size)
+
+
+def now() -> float:
+    """perf_counter once the device's queued kernels have run (CUDA launches are asynchronous)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+    return time.perf_counter()
 
 
 def bench_epoch(a, cfg) -> dict:
@@ -68,30 +79,31 @@ def bench_epoch(a, cfg) -> dict:
     bs = a.batch_size or tc.batch_size
     task = make_task(cfg, bs)
     torch.manual_seed(0)
-    model = build_model(model_cfg, task.feature_map, where=a.role)
+    model = build_model(model_cfg, task.feature_map, where=a.role).to(DEVICE)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
                            **{"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}[a.adam])
     n_rows = task.num_rows("train")
     n_batches = math.ceil(n_rows / bs)
     gen = torch.Generator().manual_seed(0)
-    t0 = time.perf_counter()
+    t0 = now()
     it = task.train_batches(gen, bs, tc.negatives)
     batch = next(it)  # the epoch's permutation (and its negatives, with one per positive) happen here
-    t_sample = time.perf_counter() - t0
+    t_sample = now() - t0
     times = []
     for i in range(a.batches + 1):
-        t1 = time.perf_counter()
+        t1 = now()
         loss = task.task_loss(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         batch = next(it, None)  # timed: with several negatives per positive they are drawn batch by batch
-        times.append(time.perf_counter() - t1)
+        times.append(now() - t1)
         if batch is None:
             break
     step = statistics.mean(times[1:]) if len(times) > 1 else times[0]  # first step: warm-up
     return {"bench": "epoch", "experiment": a.experiment, "role": a.role, "model": model_cfg.name,
-            "dim": model.embed_dim, "threads": torch.get_num_threads(), "batch_size": bs, "negatives": tc.negatives,
+            "dim": model.embed_dim, "device": str(DEVICE), "threads": torch.get_num_threads(), "batch_size": bs,
+            "negatives": tc.negatives,
             "adam": a.adam,
             "train_rows": n_rows, "batches_per_epoch": n_batches, "timed_batches": len(times) - 1,
             "sampling_s": round(t_sample, 3), "step_ms": round(step * 1e3, 2),
@@ -101,16 +113,16 @@ def bench_epoch(a, cfg) -> dict:
 def bench_eval(a, cfg) -> dict:
     task = make_task(cfg, 2048)
     torch.manual_seed(0)
-    model = build_model(cfg[a.role], task.feature_map, where=a.role)
+    model = build_model(cfg[a.role], task.feature_map, where=a.role).to(DEVICE)
     task.evaluate(model, a.split)  # warm-up
     ts = []
     for _ in range(a.repeats):
-        t0 = time.perf_counter()
+        t0 = now()
         task.evaluate(model, a.split)
-        ts.append(time.perf_counter() - t0)
+        ts.append(now() - t0)
     U, I = task.embeddings(model)
     return {"bench": "eval", "experiment": a.experiment, "split": a.split, "model": cfg[a.role].name,
-            "dim": model.embed_dim, "threads": torch.get_num_threads(),
+            "dim": model.embed_dim, "device": str(DEVICE), "threads": torch.get_num_threads(),
             "users": int(task.csr[a.split].nonempty), "items": int(I.shape[0]),
             "eval_s_median": round(statistics.median(ts), 3), "eval_s_all": [round(t, 3) for t in ts]}
 
@@ -124,18 +136,19 @@ def bench_hetcomp_step(a, cfg) -> list[dict]:
     bs = a.batch_size or tc.batch_size
     task = make_task(cfg, bs)
     torch.manual_seed(0)
-    teacher = build_model(cfg.teacher, task.feature_map, where="teacher").eval()
+    teacher = build_model(cfg.teacher, task.feature_map, where="teacher").to(DEVICE).eval()
     distiller = build_distiller(cfg.distiller)
     assert isinstance(distiller, HetComp)
     torch.manual_seed(1)
-    student = distiller.build_student(cfg.student, task.feature_map, teacher)
+    student = distiller.build_student(cfg.student, task.feature_map, teacher).to(DEVICE)
     c = distiller.cfg
     g = torch.Generator().manual_seed(0)
     lists = torch.cat([torch.rand(min(2048, task.num_users - r), task.num_items, generator=g).topk(c.K, dim=1).indices
                        for r in range(0, task.num_users, 2048)])  # [U, K] distinct random items per user
-    perms = lists.expand(c.num_ckpt, *lists.shape)  # every checkpoint and teacher alike: cost only
+    perms = lists.to(DEVICE).expand(c.num_ckpt, *lists.shape)  # every checkpoint and teacher alike: cost only
     distiller._trajectories = lambda: perms.expand(len(c.teachers), *perms.shape)
     distiller.setup(DistillContext(student, teacher, task, task.device, None, seed=1))
+    distiller.aux_modules().to(DEVICE)
     (phase,) = distiller.phases(distiller.ctx)
     opt = torch.optim.Adam(phase.params, lr=tc.lr, weight_decay=tc.weight_decay)
     n_batches = math.ceil(task.num_rows("train") / bs)
@@ -146,15 +159,15 @@ def bench_hetcomp_step(a, cfg) -> list[dict]:
         times = []
         for _ in range(a.batches + 2):
             batch = next(it)
-            t0 = time.perf_counter()
+            t0 = now()
             loss = phase.loss(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            times.append(time.perf_counter() - t0)
+            times.append(now() - t0)
         step = statistics.median(times[2:])  # the first two: warm-up
         rows.append({"bench": "hetcomp-step", "experiment": a.experiment, "loss": loss_kind,
-                     "threads": torch.get_num_threads(), "batch_size": bs, "items": task.num_items,
+                     "device": str(DEVICE), "threads": torch.get_num_threads(), "batch_size": bs, "items": task.num_items,
                      "timed_batches": a.batches, "step_ms_median": round(step * 1e3, 1),
                      "step_ms_all": [round(t * 1e3) for t in times[2:]], "batches_per_epoch": n_batches,
                      "epoch_train_min": round(step * n_batches / 60, 2)})
@@ -174,10 +187,10 @@ def load_ranking_module(path: str):
 
 def calls_ms(fn, arg, calls: int) -> float:
     fn(arg)  # one untimed call: a server calls one model back to back
-    t0 = time.perf_counter()
+    t0 = now()
     for _ in range(calls):
         fn(arg)
-    return (time.perf_counter() - t0) / calls * 1e3
+    return (now() - t0) / calls * 1e3
 
 
 def bench_serve(a, cfg) -> list[dict]:
@@ -187,13 +200,13 @@ def bench_serve(a, cfg) -> list[dict]:
     rankers = {}
     for role in ("teacher", "student"):
         torch.manual_seed(0)
-        model = build_model(cfg[role], task.feature_map, where=role).eval()
+        model = build_model(cfg[role], task.feature_map, where=role).to(DEVICE).eval()
         U, I = task.embeddings(model)
         rankers[role] = {"current": task.ranker(model)}
         if a.compare_with:
             rankers[role]["compared"] = load_ranking_module(a.compare_with).TopKRanker(U, I, 20)
-    one = torch.tensor([7])
-    big = torch.arange(4096) % task.num_users
+    one = torch.tensor([7], device=DEVICE)
+    big = torch.arange(4096, device=DEVICE) % task.num_users
     versions = list(rankers["teacher"])
     t = {(v, role, b): [] for v in versions for role in ("teacher", "student") for b in (1, 4096)}
     for _ in range(a.rounds):  # versions alternate too, so that drift hits them alike
@@ -203,7 +216,7 @@ def bench_serve(a, cfg) -> list[dict]:
                 t[v, role, 4096].append(calls_ms(rankers[role][v], big, 1))
     rows = []
     for v in versions:
-        row = {"bench": "serve", "experiment": a.experiment, "version": v,
+        row = {"bench": "serve", "experiment": a.experiment, "version": v, "device": str(DEVICE),
                "threads": torch.get_num_threads(), "rounds": a.rounds}
         for b in (1, 4096):
             te, st = t[v, "teacher", b], t[v, "student", b]
@@ -234,15 +247,16 @@ def bench_distill(a, cfg_base) -> list[dict]:
         teacher = build_model(cfg.teacher, task.feature_map, where="teacher").eval()
         if a.teacher_dir:  # a trained teacher: HTD's groups, RRD's top-N depend on its weights
             teacher.load_state_dict(torch_load(Path(a.teacher_dir) / "checkpoint.pt")["state_dict"])
+        teacher.to(DEVICE)
         for p in teacher.parameters():
             p.requires_grad_(False)
         distiller = build_distiller(cfg.distiller)
         torch.manual_seed(1)
-        student = distiller.build_student(cfg.student, task.feature_map, teacher)
+        student = distiller.build_student(cfg.student, task.feature_map, teacher).to(DEVICE)
         with tempfile.TemporaryDirectory() as tmp:
             tdir = (hetcomp_root / cfg.dataset.name / "teacher") if name == "hetcomp" else Path(tmp) / "teacher"
             ctx = DistillContext(student, teacher, task, task.device, tdir, seed=1)
-            t0 = time.perf_counter()
+            t0 = now()
             if name == "none":
                 def loss(batch):
                     return task.task_loss(student, batch)
@@ -250,18 +264,18 @@ def bench_distill(a, cfg_base) -> list[dict]:
                 aux = torch.nn.ModuleDict()
             else:
                 distiller.setup(ctx)
-                aux = distiller.aux_modules()
+                aux = distiller.aux_modules().to(DEVICE)
                 phases = distiller.phases(ctx)
-            setup_s = time.perf_counter() - t0
+            setup_s = now() - t0
             save = {"model": student, **({"aux": aux} if len(aux) else {})}
-            t1 = time.perf_counter()
+            t1 = now()
             train_s = 0.0
             for ph in phases:
                 res = fit(ph, task, tc, ckpt_dir=Path(tmp) / "ckpt", seed=1, save_modules=save)
                 train_s += res.seconds
-            fit_s = time.perf_counter() - t1
+            fit_s = now() - t1
         row = {"bench": "distill", "experiment": a.experiment, "distiller": name, "kd_overrides": kd,
-               "threads": torch.get_num_threads(), "epochs": a.epochs, "setup_s": round(setup_s, 2),
+               "device": str(DEVICE), "threads": torch.get_num_threads(), "epochs": a.epochs, "setup_s": round(setup_s, 2),
                "train_s": round(train_s, 2), "fit_s": round(fit_s, 2), "run_s": round(setup_s + fit_s, 2)}
         if k == 0:
             continue
@@ -280,6 +294,7 @@ def main() -> None:
     ap.add_argument("--experiment", default="topk_gowalla_mf")
     ap.add_argument("--role", default="teacher", choices=["teacher", "student"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where models, data and steps run")
     ap.add_argument("--batch-size", type=int, default=0)
     ap.add_argument("--batches", type=int, default=30)
     ap.add_argument("--adam", default="default", choices=["default", "foreach", "fused"],
@@ -303,6 +318,10 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="Hydra overrides (after --)")
     a = ap.parse_intermixed_args()  # Hydra overrides may follow the options
     torch.set_num_threads(a.threads)
+    global DEVICE
+    DEVICE = torch.device(a.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {a.device}: torch sees no CUDA device")
     a.outputs = str(Path(a.outputs).resolve())
     cfg = compose_cfg(a.experiment, a.overrides, a.outputs)
     rows = {"epoch": lambda: [bench_epoch(a, cfg)], "eval": lambda: [bench_eval(a, cfg)],
