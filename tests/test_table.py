@@ -490,6 +490,13 @@ def test_dry_run_states_and_estimates_from_the_rows_finished_seeds(outputs):
     assert status.left_seconds(states[("teacher", 3)]) == 150.0
     assert ("at train epoch 3 (50 s/epoch lately, 2 min logged)  ~2 min left of ~4 min (median of 2 "
             "finished seeds, 1 thread)") in status.describe(states[("teacher", 3)])
+    # a job that has logged more than its row's median is not said to be nearly done
+    (job[("teacher", 3)].run_dir / "epochs.csv").write_text("phase,epoch,epoch_seconds\ntrain,9,300.0\n")
+    over = {(s.job.row.id, s.job.seed): s for s in status.job_states(p)}[("teacher", 3)]
+    assert status.left_seconds(over) == 0.0
+    assert status.describe(over).endswith("at train epoch 9 (300 s/epoch lately, 5 min logged)  past its row's "
+                                          "~4 min (median of 2 finished seeds, 1 thread); left unknown")
+    assert "less what started jobs logged (1 past that estimate, counted as 0)" in status.summary([over])
     line = status.summary(list(states.values()))
     assert line.startswith("6 jobs: 2 done, 1 running elsewhere, 3 to run; left: ~2 min")
     assert line.endswith("; no estimate for 3 job(s), row(s) kd")

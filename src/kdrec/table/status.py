@@ -119,6 +119,12 @@ def left_seconds(s: JobState) -> float | None:
     return max(s.estimate.seconds - done, 0.0)
 
 
+def overrun(s: JobState) -> bool:
+    """A started job whose log already holds more seconds than its estimate."""
+    return (s.estimate is not None and s.progress is not None and s.progress.logged is not None
+            and s.progress.logged >= s.estimate.seconds)
+
+
 def _identity_but_seed(overrides: list[str]) -> tuple[str, ...]:
     return tuple(o for o in overrides if not o.startswith("seed="))
 
@@ -189,6 +195,8 @@ def describe(s: JobState) -> str:
     seeds = f"{e.seeds} finished seed{'s' * (e.seeds > 1)}"
     text = f"~{hours(e.seconds)} (median of {seeds}, {_threads(e.threads)})"
     if s.progress is not None and s.progress.logged is not None:
+        if overrun(s):  # "~0 s left" would be false: it still runs
+            return line + f"  past its row's ~{hours(e.seconds)} (median of {seeds}, {_threads(e.threads)}); left unknown"
         text = f"~{hours(left_seconds(s))} left of " + text
     return line + "  " + text
 
@@ -204,6 +212,8 @@ def summary(states: list[JobState]) -> str:
     if known:
         text += (f"; left: ~{hours(sum(known))} of jobs by the wall time of their rows' finished seeds"
                  " (as recorded, whatever else ran on that machine then), less what started jobs logged")
+        if past := sum(overrun(s) for s in left):
+            text += f" ({past} past that estimate, counted as 0)"
     if unknown:
         names = ", ".join(unknown[:MAX_NAMED]) + (f" and {len(unknown) - MAX_NAMED} more" if len(unknown) > MAX_NAMED else "")
         text += f"; no estimate for {len(left) - len(known)} job(s), row(s) {names}"
