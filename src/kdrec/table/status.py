@@ -194,9 +194,9 @@ def describe(s: JobState) -> str:
     e = s.estimate
     seeds = f"{e.seeds} finished seed{'s' * (e.seeds > 1)}"
     text = f"~{hours(e.seconds)} (median of {seeds}, {_threads(e.threads)})"
+    if overrun(s):  # "~0 s left" would be false: it still runs
+        return line + f"  past its row's {text}; left unknown"
     if s.progress is not None and s.progress.logged is not None:
-        if overrun(s):  # "~0 s left" would be false: it still runs
-            return line + f"  past its row's ~{hours(e.seconds)} (median of {seeds}, {_threads(e.threads)}); left unknown"
         text = f"~{hours(left_seconds(s))} left of " + text
     return line + "  " + text
 
