@@ -47,6 +47,9 @@ table: install ## a results table: make table NAME=smoke [WORKERS=2] [ARGS="over
 table-plan: install ## what a table has left: each job done / running / to run, the job-hours left (NAME=topk_gowalla)
 	$(KDREC) table $(NAME) --dry-run $(ARGS)
 
+table-park: install ## copy unfinished jobs' checkpoints into results/ so another machine resumes them (NAME=topk_gowalla)
+	$(KDREC) table $(NAME) --park $(ARGS)
+
 table-verify: install ## rerun a table's jobs from scratch and compare with results/ (NAME=smoke ARGS="--rows R --seeds 1")
 	$(KDREC) table $(NAME) --workers $(WORKERS) --verify $(or $(VERIFY_DIR),outputs/verify/$(NAME)) $(ARGS)
 
@@ -71,4 +74,4 @@ docs-tables: install ## write the tables in docs/ from the committed results/ (n
 	$(KDREC) table topk_gowalla --from-results --latency skip --docs docs/topk.md
 	$(KDREC) table topk_gowalla_lightgcn --from-results --latency skip --docs docs/topk.md
 
-.PHONY: help install run smoke test test-slow bench table table-plan table-verify kd-dagfm-table rok-table topk-table docs-tables clean
+.PHONY: help install run smoke test test-slow bench table table-plan table-park table-verify kd-dagfm-table rok-table topk-table docs-tables clean

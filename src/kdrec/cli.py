@@ -67,12 +67,15 @@ def table(name: str = typer.Argument(..., help="a table of conf/table/ (kd_dagfm
                                               "'<!-- kdrec table NAME -->' and '<!-- /kdrec table NAME -->' lines"),
           verify: str = typer.Option(None, "--verify", metavar="DIR",
                                      help="run the jobs again from scratch under DIR and compare each with its "
-                                          "committed result (exit 1 if one differs under the same setup)")) -> None:
+                                          "committed result (exit 1 if one differs under the same setup)"),
+          park: bool = typer.Option(False, "--park", help="copy each unfinished job's checkpoints in progress "
+                                    "into results/ (commit them): the table resumes those jobs from there on "
+                                    "any machine; run nothing")) -> None:
     """Run a results table's missing (row, seed) jobs in parallel, then print and write the table."""
     from kdrec.stages.table import run as table_run
 
     code = _guard(lambda: table_run(name, overrides or [], workers, threads, from_results, seeds, rows,
-                                    latency, dry_run, out, docs, verify))
+                                    latency, dry_run, out, docs, verify, park))
     raise typer.Exit(code or 0)
 
 

@@ -30,6 +30,12 @@ def run_signature(cfg: DictConfig) -> str:
     return signature(c)
 
 
+def distill_work_root(cfg: DictConfig) -> Path:
+    """Where a distill run's checkpoints in progress live (one locked subdirectory per run:
+    :mod:`kdrec.workdir`); ``kdrec table --park`` reads them there."""
+    return Path(cfg.paths.work) / f"distill-{run_signature(cfg)}"
+
+
 def distill(rt: Runtime, out: Path, work: Path | None = None, console=None,
             loggers: tuple[EpochLogger, ...] = (), teacher_loggers: tuple[EpochLogger, ...] = ()) -> dict:
     """Run the distillation; under torchrun every rank runs it (in the launcher's ``work``
@@ -55,7 +61,7 @@ def distill(rt: Runtime, out: Path, work: Path | None = None, console=None,
 
     claimed = None
     if work is None:
-        claimed = workdir.claim(Path(cfg.paths.work) / f"distill-{run_signature(cfg)}", bool(cfg.resume))
+        claimed = workdir.claim(distill_work_root(cfg), bool(cfg.resume))
         work = claimed.path
     try:
         phases = []

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from kdrec import workdir
 from kdrec.distill.base import get_distiller_class
 from kdrec.errors import KdrecError
-from kdrec.pipeline import distill, run_signature
+from kdrec.pipeline import distill, distill_work_root
 from kdrec.runtime import prepare, save_config
 from kdrec.teachers import get_teacher
 
@@ -71,7 +71,7 @@ def launch(cfg: DictConfig, out: Path, loggers=(), teacher_loggers=()) -> dict:
                f"--rdzv-backend=c10d --rdzv-endpoint=<host:port> -m kdrec.stages.ddp {out}")
         print(f"resolved config written to {out / CONFIG_NAME}; start the workers on every node with:\n  {cmd}")
         return {"launch_command": cmd, "run_dir": str(out)}
-    work = workdir.claim(Path(cfg.paths.work) / f"distill-{run_signature(cfg)}", bool(cfg.resume))
+    work = workdir.claim(distill_work_root(cfg), bool(cfg.resume))
     (out / WORK_NAME).write_text(str(work.path))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={int(cfg.device.nproc)}", "-m", "kdrec.stages.ddp", str(out)]

@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from kdrec.errors import KdrecError
 from kdrec.report import table as report_table
-from kdrec.table import results, status, verify
+from kdrec.table import parked, results, status, verify
 from kdrec.table.jobs import plan as make_plan
 from kdrec.table.runner import is_done, measure_latency, run_jobs
 from kdrec.table.spec import load_table
@@ -39,7 +39,7 @@ def command_line(name: str, overrides: list[str]) -> str:
 def run(name: str, overrides: list[str], workers: int = 1, threads: int = 0, from_results: bool = False,
         seeds: list[str] | None = None, rows: list[str] | None = None, latency: str = "missing",
         dry_run: bool = False, out: str | None = None, docs: str | None = None,
-        verify_dir: str | None = None) -> int:
+        verify_dir: str | None = None, park: bool = False) -> int:
     console = Console(width=160, highlight=False)
 
     def say(msg: str) -> None:
@@ -51,6 +51,11 @@ def run(name: str, overrides: list[str], workers: int = 1, threads: int = 0, fro
         raise KdrecError(f"table: --latency must be one of {LATENCY_MODES}, got {latency!r}")
     spec = load_table(name)
     plan = make_plan(spec, list(overrides), _seeds(seeds), _split(rows) or None)
+    if park:
+        if dry_run or from_results or docs or out or verify_dir:
+            raise KdrecError("table: --park copies checkpoints into results/; it takes none of "
+                             "--dry-run, --from-results, --docs, --out, --verify")
+        return _park(plan, say)
     if verify_dir:
         if dry_run or from_results or docs or out:
             raise KdrecError("table: --verify reruns jobs and compares them with results/; it takes none of "
@@ -88,6 +93,31 @@ def run(name: str, overrides: list[str], workers: int = 1, threads: int = 0, fro
     if failed:
         say(f"{len(failed)} job(s) failed: " + "; ".join(f"{j.name} (log {log})" for j, log in failed))
         return 1
+    return 0
+
+
+def _park(plan, say) -> int:
+    """``--park``: copy every unfinished job's checkpoints in progress into results/
+    (:mod:`kdrec.table.parked`); entries of jobs finished meanwhile are deleted."""
+    n = 0
+    for job in plan.jobs:
+        if is_done(job):
+            if parked.remove(job):
+                say(f"{job.name}: done, its parked checkpoints deleted ({parked.entry(job)})")
+            continue
+        got = parked.park(job)
+        if got is not None:
+            n += 1
+            say(f"{job.name}: parked at {got.at}, {got.size / 2**20:.1f} MiB -> {got.path}")
+        elif (info := parked.parked(job)) is not None:
+            say(f"{job.name}: no checkpoint in this outputs tree; its parked one ({info.get('at')}) is kept")
+    if n:
+        say(f"commit {plan.results}/**/*.parked: a `kdrec table {plan.spec.name}` on any machine resumes "
+            "those jobs from them")
+    else:
+        where = sorted({str(j.work_dir.parent) for j in plan.jobs if j.work_dir is not None})
+        say(f"nothing to park: no unfinished distill job of table {plan.spec.name} has checkpoints"
+            + (f" under {', '.join(where)}" if where else ""))
     return 0
 
 

@@ -30,6 +30,7 @@ class Job:
     teacher_key: str | None  # jobs sharing a teacher (None: the job needs none)
     run_dir: Path
     result_path: Path
+    work_dir: Path | None = None  # where a distill job's checkpoints in progress live (None: other stages)
 
     @property
     def name(self) -> str:
@@ -89,6 +90,14 @@ def job_signature(stage: str, cfg: DictConfig) -> str:
     return signature(stage, run_signature(cfg))
 
 
+def work_dir(stage: str, cfg: DictConfig) -> Path | None:
+    """The folder whose subdirectories hold a distill job's checkpoints in progress (as
+    :func:`kdrec.pipeline.distill` names it); None for the other stages."""
+    from kdrec.pipeline import distill_work_root
+
+    return distill_work_root(cfg) if stage == "distill" else None
+
+
 def teacher_key(stage: str, cfg: DictConfig) -> str | None:
     """Jobs with the same key share one cached teacher (the config part of its signature)."""
     from kdrec.config import train_config
@@ -144,5 +153,5 @@ def plan(spec: TableSpec, extra: list[str], seeds: list[int] | None = None,
                 sig = job_signature(row.stage, cfg)
                 jobs.append(Job(spec.name, row, int(seed), (*row.overrides, *extra), sig,
                                 teacher_key(row.stage, cfg), outputs / row.id / f"seed{seed}-{sig}",
-                                results / row.id / f"seed{seed}-{sig}.json"))
+                                results / row.id / f"seed{seed}-{sig}.json", work_dir(row.stage, cfg)))
     return Plan(spec, jobs, seeds, list(extra), outputs, results, store)

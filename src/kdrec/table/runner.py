@@ -21,7 +21,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from kdrec.errors import KdrecError
-from kdrec.table import results
+from kdrec.table import parked, results
 from kdrec.table.jobs import Job, Plan
 
 TAIL_LINES = 15
@@ -216,6 +216,8 @@ def run_jobs(plan: Plan, workers: int, threads: int, say) -> Outcome:
                 sched.finish(job, True)
                 return
             say(f"[{k}/{len(todo)}] {job.name}: {job.stage} {' '.join(job.overrides)}")
+            if (at := parked.restore(job)) is not None:
+                say(f"  resumes from its parked checkpoints ({at}, {parked.entry(job)})")
             git = results.git_commit()  # what the job's process loads, not the tree when it ends
             t0 = time.time()
             rc, log = launcher.run(job.stage, job_overrides(job, threads), job.run_dir)
@@ -227,6 +229,8 @@ def run_jobs(plan: Plan, workers: int, threads: int, say) -> Outcome:
                     entry = store_teacher(job, plan.teacher_store)
                     say(f"  teacher stored: {entry} (commit it with the results)")
                 results.save(job.result_path, record)
+                if parked.remove(job):
+                    say(f"  its parked checkpoints are no longer needed: {parked.entry(job)} deleted (commit that)")
         finally:
             claim.release()
         with lock:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from kdrec.table import results
+from kdrec.table import parked, results
 from kdrec.table.jobs import Job, Plan
 
 DONE, RUNNING, TO_RUN = "done", "running", "to run"
@@ -88,9 +88,11 @@ PACE_EPOCHS = 10
 
 def progress(job: Job) -> Progress | None:
     """What a started (or interrupted) job logged to its run directory's epochs.csv
-    (``logger=csv``, the default): its last epoch, the seconds its epochs took and its recent
-    pace; None if it logged no epoch."""
+    (``logger=csv``, the default), or else to its parked copy (:mod:`kdrec.table.parked`): its
+    last epoch, the seconds its epochs took and its recent pace; None if it logged no epoch."""
     path = job.run_dir / "epochs.csv"
+    if not path.is_file():  # a job that resumes from results/ on this machine
+        path = parked.entry(job) / parked.LOG
     try:
         with open(path, newline="") as fh:
             rows = list(csv.DictReader(fh))
@@ -185,6 +187,8 @@ def describe(s: JobState) -> str:
     line = f"{s.state:7s} {j.name}: kdrec {j.stage} {' '.join(j.overrides)} seed={j.seed}  [{j.signature}]"
     if s.state == DONE:
         return line + (f"  {hours(s.seconds)}" if s.seconds is not None else "")
+    if (info := parked.parked(j)) is not None:
+        line += f"  parked in results/ at {info.get('at')}"
     if s.progress:
         pr = s.progress
         line += f"  at {pr.at}" + (f" ({pr.pace:.0f} s/epoch lately, {hours(pr.logged)} logged)"
