@@ -5,6 +5,7 @@ belong together is refused; local checkpoints win over parked ones."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ import kdrec.train.loop as loop
 from conftest import run_cli
 from kdrec.errors import KdrecError
 from kdrec.stages import distill
+from kdrec.stages import table as table_stage
 from kdrec.table import parked
 from kdrec.table.jobs import plan
 from kdrec.table.spec import load_table
@@ -28,7 +30,8 @@ def _job():
     return plan(load_table("smoke"), [], seeds=[1], rows=["kd"]).jobs[0]
 
 
-def test_a_parked_job_resumes_on_a_fresh_machine_as_if_never_stopped(compose_cfg, outputs, tmp_path, monkeypatch):
+def test_a_parked_job_resumes_on_a_fresh_machine_as_if_never_stopped(compose_cfg, outputs, tmp_path, monkeypatch,
+                                                                    capsys):
     monkeypatch.chdir(tmp_path)
     job = _job()
     # machine 1: the job's own run, stopped after its second student epoch
@@ -40,16 +43,18 @@ def test_a_parked_job_resumes_on_a_fresh_machine_as_if_never_stopped(compose_cfg
     monkeypatch.setattr(loop, "_after_epoch", lambda *a: None)
     assert parked.live_dir(job) is not None, "the stopped run keeps its checkpoints in the job's work dir"
 
-    out = run_cli("table", "smoke", "--rows", "kd", "--seeds", "1", "--park", outputs=outputs)
-    assert "kd seed 1: parked at distill epoch 2" in out.stdout, out.stdout
+    table_stage.run("smoke", [], seeds=["1"], rows=["kd"], park=True)  # in-process: a CLI start-up saved
+    out = capsys.readouterr().out
+    assert "kd seed 1: parked at distill epoch 2" in out, out
     entry = parked.entry(job)
     assert {p.name for p in entry.iterdir()} >= {"distill_last.pt", "distill_best.pt", "parked.json"}
     assert not job.result_path.exists()
 
     # machine 2: nothing but the repository's results/
     fresh = tmp_path / "outputs2"
-    dry = run_cli("table", "smoke", "--rows", "kd", "--seeds", "1", "--dry-run", outputs=fresh)
-    assert "parked in results/ at distill epoch 2" in dry.stdout
+    monkeypatch.setenv("KDREC_OUTPUTS", str(fresh))
+    table_stage.run("smoke", [], seeds=["1"], rows=["kd"], dry_run=True)
+    assert "parked in results/ at distill epoch 2" in capsys.readouterr().out
     resumed = run_cli("table", "smoke", "--rows", "kd", "--seeds", "1", *THREADS, outputs=fresh)
     assert "resumes from its parked checkpoints (distill epoch 2" in resumed.stdout, resumed.stdout
     assert "resuming at epoch 3" in (fresh / "tables" / "smoke" / "kd" / job.run_dir.name / "job.log").read_text()
@@ -88,8 +93,6 @@ def test_local_checkpoints_win_and_an_incomplete_entry_is_never_restored(outputs
     got = parked.park(job)
     assert got is not None and got.at == "distill epoch 6" and parked.parked(job)["work"] == job.work_dir.name
     assert parked.restore(job) is None, "this machine has checkpoints of its own: they are newer"
-    import shutil
-
     shutil.rmtree(job.work_dir)
     assert parked.restore(job) == "distill epoch 6"
     [restored] = [d for d in job.work_dir.iterdir() if d.is_dir()]
