@@ -120,7 +120,7 @@ def restore(job: Job) -> str | None:
         return None
     src = entry(job)
     job.work_dir.mkdir(parents=True, exist_ok=True)
-    tmp = job.work_dir / f".parked-{os.getpid()}"
+    tmp = job.work_dir.parent / f".{job.work_dir.name}.parked-{os.getpid()}"  # outside: never claimed half-copied
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     _copy_files(src, tmp)
